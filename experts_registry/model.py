@@ -1,0 +1,118 @@
+"""The expert record: what the registry stores about one expert LLM."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field, fields
+
+from .errors import ValidationFailed
+
+BACKENDS = ("llamacpp", "litellm", "vllm")
+PROMPT_STYLES = ("chat", "completion")
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+RESERVED_PREFIX = "conclave-"
+DEFAULT_TEMPLATE = "Q: {prompt}\nA:"
+
+
+@dataclass(frozen=True)
+class Expert:
+    """One expert LLM.
+
+    ``model`` is a reference the backend understands: for ``llamacpp`` a GGUF
+    path or ``bundled:<id>``; for ``litellm`` a litellm model string such as
+    ``hosted_vllm/qwen`` or ``openai/gpt-4o-mini``.  Secrets are never stored:
+    ``api_key_env`` names the environment variable that holds the key.
+    For ``completion`` experts (base models) each turn is rendered with
+    ``template`` and ``system_prompt`` is the preamble placed before the turns
+    (instructions or few-shot examples).
+    """
+
+    name: str
+    backend: str
+    model: str
+    prompt_style: str = "chat"
+    template: str | None = None
+    system_prompt: str | None = None
+    stop: tuple[str, ...] = ()
+    api_base: str | None = None
+    api_key_env: str | None = None
+    skills: tuple[str, ...] = ()
+    params_b: float | None = None
+    price_per_mtok: float | None = None
+    context_length: int = 2048
+    memory_mb: int | None = None
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "stop", tuple(self.stop))
+        object.__setattr__(self, "skills", tuple(s.strip().lower() for s in self.skills if s.strip()))
+        validate(self)
+
+    @property
+    def completion_template(self) -> str:
+        return self.template or DEFAULT_TEMPLATE
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["stop"] = list(self.stop)
+        d["skills"] = list(self.skills)
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Expert":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValidationFailed(f"unknown expert field(s): {', '.join(unknown)}", param=unknown[0])
+        for req in ("name", "backend", "model"):
+            if not data.get(req):
+                raise ValidationFailed(f"expert field '{req}' is required", param=req)
+        return cls(**data)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Expert":
+        return cls.from_dict(json.loads(text))
+
+
+def validate_name(name: str) -> str:
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise ValidationFailed(
+            f"invalid expert name {name!r}: use 1-64 characters from lowercase letters, digits, "
+            "'-', '_' and '.', starting with a letter or digit", param="name")
+    if name.startswith(RESERVED_PREFIX):
+        raise ValidationFailed(f"expert names starting with {RESERVED_PREFIX!r} are reserved "
+                               "for Conclave's virtual models", param="name")
+    return name
+
+
+def validate(e: Expert) -> None:
+    validate_name(e.name)
+    _choice("backend", e.backend, BACKENDS)
+    _choice("prompt_style", e.prompt_style, PROMPT_STYLES)
+    if e.template is not None and "{prompt}" not in e.template:
+        raise ValidationFailed("template must contain the placeholder {prompt}", param="template")
+    if e.backend == "litellm" and e.api_key_env and not re.match(r"^[A-Z_][A-Z0-9_]*$", e.api_key_env):
+        raise ValidationFailed("api_key_env must name an environment variable (e.g. OPENAI_API_KEY), "
+                               "never the key itself", param="api_key_env")
+    for attr in ("params_b", "price_per_mtok", "memory_mb"):
+        value = getattr(e, attr)
+        if value is not None and (not isinstance(value, (int, float)) or value < 0):
+            raise ValidationFailed(f"{attr} must be a non-negative number", param=attr)
+    if not isinstance(e.context_length, int) or e.context_length < 64:
+        raise ValidationFailed("context_length must be an integer >= 64", param="context_length")
+
+
+def _choice(attr: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValidationFailed(f"{attr} must be one of {', '.join(allowed)} (got {value!r})", param=attr)
+
+
+def expert_field_names() -> list[str]:
+    return [f.name for f in fields(Expert)]
+
+
+__all__ = ["Expert", "BACKENDS", "PROMPT_STYLES", "validate_name", "expert_field_names", "DEFAULT_TEMPLATE"]

@@ -1,0 +1,51 @@
+"""The router seam.
+
+A router is pure: ``route()`` does no I/O and calls no model.  Anything it
+needs (an embedding of the prompt, dataset labels) arrives in the
+:class:`RouteRequest`; fitted state is loaded from files *before* routing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Protocol, Sequence
+
+from experts_registry.model import Expert
+
+
+@dataclass(frozen=True)
+class RouteRequest:
+    text: str                                   # the prompt to route (last user turn, usually)
+    embedding: Any = None                       # numpy vector when the router needs one
+    metadata: Mapping[str, Any] = field(default_factory=dict)  # e.g. {"subject": "anatomy"}
+
+
+@dataclass(frozen=True)
+class Choice:
+    expert: str
+    score: float
+    why: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Decision:
+    choices: tuple[Choice, ...]                 # every candidate considered, best first
+    k: int
+    router: str
+    reason: str                                 # one line a person can read
+
+    @property
+    def experts(self) -> list[str]:
+        return [c.expert for c in self.choices[: self.k]]
+
+    def to_dict(self) -> dict:
+        return {"router": self.router, "k": self.k, "experts": self.experts, "reason": self.reason,
+                "scores": [{"expert": c.expert, "score": round(c.score, 4), **dict(c.why)}
+                           for c in self.choices[: max(self.k, 5)]]}
+
+
+class Router(Protocol):
+    name: str
+    needs_embedding: bool
+
+    def route(self, request: RouteRequest, candidates: Sequence[Expert], k: int = 1) -> Decision: ...

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Set up everything on a fresh machine and run the whole test suite (pytest).
+#   bash scripts/test.sh [pytest args]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/install.sh --dev
+
+# The registry tests run against a real Redis on 127.0.0.1:6379: make sure one answers.
+redis_up() { .venv/bin/python -c "import redis,sys; redis.Redis(socket_timeout=1).ping()" 2>/dev/null; }
+if ! redis_up; then
+    if ! command -v redis-server >/dev/null; then
+        (apt-get update -qq && apt-get install -y -qq redis-server) >/dev/null
+    fi
+    redis-server --port 6379 --bind 127.0.0.1 --save '' --appendonly no --daemonize yes >/dev/null
+    for _ in $(seq 50); do redis_up && break; sleep 0.1; done
+fi
+
+exec .venv/bin/python -m pytest -q "$@"

@@ -1,0 +1,48 @@
+"""Backends by kind (plain dict of factories) and the pool that builds them on first use."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from experts_registry.errors import ExpertUnavailable
+
+from ..config import Settings
+from .base import Backend, Delta, GenParams, Generation, collect, usage_dict
+
+
+def _llamacpp(s: Settings) -> Backend:
+    from .llamacpp import LlamaCppBackend
+
+    return LlamaCppBackend(s.home, s.max_loaded_models, s.llama_threads)
+
+
+def _litellm(s: Settings) -> Backend:
+    from .litellm_backend import LiteLLMBackend
+
+    return LiteLLMBackend(s.expert_timeout)
+
+
+BACKENDS: dict[str, Callable[[Settings], Backend]] = {"llamacpp": _llamacpp, "litellm": _litellm}
+
+
+class BackendPool:
+    def __init__(self, settings: Settings, factories: dict[str, Callable[[Settings], Backend]] | None = None):
+        self.settings = settings
+        self.factories = dict(BACKENDS if factories is None else factories)
+        self._made: dict[str, Backend] = {}
+
+    def get(self, kind: str) -> Backend:
+        if kind not in self._made:
+            if kind not in self.factories:
+                raise ExpertUnavailable(f"backend {kind!r} is not available in this gateway "
+                                        f"(available: {', '.join(sorted(self.factories))})")
+            self._made[kind] = self.factories[kind](self.settings)
+        return self._made[kind]
+
+    async def close(self) -> None:
+        for backend in self._made.values():
+            await backend.close()
+        self._made.clear()
+
+
+__all__ = ["BACKENDS", "Backend", "BackendPool", "Delta", "GenParams", "Generation", "collect", "usage_dict"]

@@ -1,0 +1,89 @@
+"""Remote experts through litellm: any OpenAI-compatible server (e.g. vLLM) or provider.
+
+The expert record decides where traffic goes (``model``, ``api_base``); the API
+key is read from the environment variable the record names, never stored, and
+never echoed in errors.
+"""
+
+from __future__ import annotations
+
+import os
+
+from experts_registry.errors import ConclaveError, ExpertTimeout, UpstreamError
+from experts_registry.model import Expert
+
+from ..prompting import chat_messages, completion_prompt
+from .base import Delta, GenParams, usage_dict
+
+
+def _litellm():
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # never fetch the cost map at import
+    import litellm
+
+    litellm.suppress_debug_info = True
+    return litellm
+
+
+def _kwargs(expert: Expert, params: GenParams, timeout: float) -> dict:
+    kw = {"model": expert.model, "max_tokens": params.max_tokens, "stream": True, "timeout": timeout,
+          "api_key": os.environ.get(expert.api_key_env, "") if expert.api_key_env else "none"}
+    if expert.api_base:
+        kw["api_base"] = expert.api_base
+    stop = list(expert.stop) + list(params.stop)
+    if stop:
+        kw["stop"] = stop[:4]
+    for name in ("temperature", "top_p", "seed"):
+        value = getattr(params, name)
+        if value is not None:
+            kw[name] = value
+    return kw
+
+
+def _scrub(message: str, expert: Expert) -> str:
+    key = os.environ.get(expert.api_key_env or "", "")
+    if key and len(key) >= 4:
+        message = message.replace(key, "***")
+    return message[:500]
+
+
+class LiteLLMBackend:
+    def __init__(self, timeout: float = 120.0):
+        self.timeout = timeout
+
+    async def stream(self, expert: Expert, messages: list[dict], params: GenParams):
+        litellm = _litellm()
+        kw = _kwargs(expert, params, self.timeout)
+        try:
+            if expert.prompt_style == "completion":
+                response = await litellm.atext_completion(prompt=completion_prompt(expert, messages), **kw)
+            else:
+                response = await litellm.acompletion(messages=chat_messages(expert, messages),
+                                                     stream_options={"include_usage": True}, **kw)
+            async for delta in _deltas(response):
+                yield delta
+        except ConclaveError:
+            raise
+        except Exception as exc:  # the boundary to a third-party library: every failure names the expert
+            if isinstance(exc, litellm.Timeout):
+                raise ExpertTimeout(f"expert {expert.name!r} timed out", expert=expert.name) from None
+            raise UpstreamError(f"expert {expert.name!r} failed: {type(exc).__name__}: "
+                                f"{_scrub(str(exc), expert)}", expert=expert.name) from None
+
+    async def close(self) -> None:
+        return None
+
+
+async def _deltas(response):
+    finish, usage = "stop", None
+    async for chunk in response:
+        u = getattr(chunk, "usage", None)
+        if u:
+            usage = usage_dict(u.prompt_tokens or 0, u.completion_tokens or 0)
+        if not chunk.choices:
+            continue
+        choice = chunk.choices[0]
+        text = getattr(getattr(choice, "delta", None), "content", None) or getattr(choice, "text", None) or ""
+        if text:
+            yield Delta(text)
+        finish = choice.finish_reason or finish
+    yield Delta("", finish, usage or usage_dict(0, 0))

@@ -1,0 +1,85 @@
+"""Settings, read once from the environment (``CONCLAVE_*``) into a frozen value."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from experts_registry.errors import ConfigError
+
+VIRTUAL_AUTO = "conclave-auto"
+
+
+def default_home() -> Path:
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("conclave", appauthor=False))
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    redis_url: str | None = None
+    redis_prefix: str = "conclave:"
+    api_keys: frozenset[str] = field(default_factory=frozenset)
+    max_body_bytes: int = 1_000_000
+    max_messages: int = 256
+    max_tokens_cap: int = 2048
+    default_max_tokens: int = 256
+    expert_timeout: float = 120.0
+    router: str = "tags"
+    generalist: str | None = "smollm2"
+    max_loaded_models: int = 2
+    llama_threads: int | None = None
+
+    def with_(self, **changes) -> "Settings":
+        return replace(self, **changes)
+
+
+def _int(env, name: str, default: int, minimum: int = 1) -> int:
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer (got {raw!r})") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be >= {minimum} (got {value})")
+    return value
+
+
+def _float(env, name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number (got {raw!r})") from None
+    if value <= 0:
+        raise ConfigError(f"{name} must be > 0 (got {value})")
+    return value
+
+
+def load_settings(env: dict | None = None) -> Settings:
+    env = os.environ if env is None else env
+    home = Path(env["CONCLAVE_HOME"]).expanduser() if env.get("CONCLAVE_HOME") else default_home()
+    keys = frozenset(k.strip() for k in env.get("CONCLAVE_API_KEYS", "").split(",") if k.strip())
+    threads = env.get("CONCLAVE_LLAMA_THREADS")
+    return Settings(
+        home=home,
+        redis_url=env.get("CONCLAVE_REDIS_URL") or None,
+        redis_prefix=env.get("CONCLAVE_REDIS_PREFIX", "conclave:"),
+        api_keys=keys,
+        max_body_bytes=_int(env, "CONCLAVE_MAX_BODY_BYTES", 1_000_000),
+        max_messages=_int(env, "CONCLAVE_MAX_MESSAGES", 256),
+        max_tokens_cap=_int(env, "CONCLAVE_MAX_TOKENS_CAP", 2048),
+        default_max_tokens=_int(env, "CONCLAVE_DEFAULT_MAX_TOKENS", 256),
+        expert_timeout=_float(env, "CONCLAVE_EXPERT_TIMEOUT", 120.0),
+        router=env.get("CONCLAVE_ROUTER", "tags"),
+        generalist=env.get("CONCLAVE_GENERALIST", "smollm2") or None,
+        max_loaded_models=_int(env, "CONCLAVE_MAX_LOADED_MODELS", 2),
+        llama_threads=int(threads) if threads else None,
+    )

@@ -1,0 +1,141 @@
+"""The request pipeline shared by the HTTP server and ``conclave chat``:
+resolve the model (an expert, or a virtual model through a router), call the
+expert's backend under a deadline, account for it in metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import AsyncIterator
+
+from experts_registry import Store
+from experts_registry.errors import (ConclaveError, ConfigError, ExpertNotFound, ExpertTimeout,
+                                     InvalidRequest, ModelNotFound)
+from experts_registry.model import Expert
+from router import ROUTERS, Decision, RouteRequest
+
+from .backends import BackendPool, Delta, GenParams, Generation, collect
+from .config import VIRTUAL_AUTO, Settings
+from .metrics import Metrics
+from .protocol import ChatRequest
+
+VIRTUAL_MODELS = {VIRTUAL_AUTO: "routes each request to the best expert with the configured router"}
+
+
+@dataclass
+class Routed:
+    expert: Expert
+    decision: Decision | None
+
+    def info(self) -> dict:
+        info = {"expert": self.expert.name}
+        if self.decision is not None:
+            info["route"] = self.decision.to_dict()
+        return info
+
+
+class Gateway:
+    def __init__(self, settings: Settings, store: Store, backends: BackendPool, metrics: Metrics | None = None):
+        self.settings = settings
+        self.store = store
+        self.backends = backends
+        self.metrics = metrics or Metrics()
+        self._routers: dict[str, object] = {}
+
+    def router(self, name: str | None):
+        name = name or self.settings.router
+        if name not in ROUTERS:
+            raise InvalidRequest(f"unknown router {name!r}; available: {', '.join(sorted(ROUTERS))}", param="router")
+        if name not in self._routers:
+            self._routers[name] = ROUTERS[name](generalist=self.settings.generalist)
+        return self._routers[name]
+
+    def resolve(self, req: ChatRequest) -> Routed:
+        if req.model in VIRTUAL_MODELS:
+            return self.route(req)
+        try:
+            return Routed(self.store.get(req.model), None)
+        except ExpertNotFound:
+            raise ModelNotFound(f"the model {req.model!r} does not exist: GET /v1/models lists the experts "
+                                f"and the virtual model {VIRTUAL_AUTO!r}", param="model") from None
+
+    def route(self, req: ChatRequest) -> Routed:
+        opts = req.conclave
+        router = self.router(opts.router if opts else None)
+        text = req.prompt_text()
+        if not text.strip():
+            raise InvalidRequest("the prompt is empty: a routed request needs a user message with text",
+                                 param="messages")
+        candidates = self.store.list()
+        decision = router.route(RouteRequest(text=text), candidates, k=(opts.k if opts and opts.k else 1))
+        by_name = {e.name: e for e in candidates}
+        chosen = decision.experts[0]
+        if chosen not in by_name:
+            raise ConfigError(f"router {decision.router!r} chose {chosen!r}, which is not registered: "
+                              "retrain the router or register the expert")
+        self.metrics.routed.labels(decision.router, chosen).inc()
+        return Routed(by_name[chosen], decision)
+
+    def params(self, req: ChatRequest) -> GenParams:
+        wanted = req.max_completion_tokens or req.max_tokens
+        if wanted is not None and wanted > self.settings.max_tokens_cap:
+            raise InvalidRequest(f"max_tokens {wanted} is above this gateway's cap of "
+                                 f"{self.settings.max_tokens_cap}", param="max_tokens")
+        if len(req.messages) > self.settings.max_messages:
+            raise InvalidRequest(f"too many messages ({len(req.messages)} > {self.settings.max_messages})",
+                                 param="messages")
+        return GenParams(max_tokens=wanted or self.settings.default_max_tokens, temperature=req.temperature,
+                         top_p=req.top_p, stop=tuple(req.stop or ()), seed=req.seed)
+
+    def open_stream(self, req: ChatRequest) -> tuple[Routed, AsyncIterator[Delta]]:
+        routed = self.resolve(req)
+        params = self.params(req)
+        messages = [{"role": m.role, "content": m.text()} for m in req.messages]
+        backend = self.backends.get(routed.expert.backend)
+        chunks = backend.stream(routed.expert, messages, params)
+        return routed, self._accounted(routed.expert.name, _deadline(chunks, self.settings.expert_timeout,
+                                                                     routed.expert.name))
+
+    async def complete(self, req: ChatRequest) -> tuple[Routed, Generation]:
+        routed, chunks = self.open_stream(req)
+        return routed, await collect(chunks)
+
+    async def _accounted(self, expert: str, chunks: AsyncIterator[Delta]) -> AsyncIterator[Delta]:
+        t0, outcome, usage = time.perf_counter(), "error", None
+        try:
+            async for delta in chunks:
+                usage = delta.usage or usage
+                yield delta
+            outcome = "ok"
+        except asyncio.CancelledError:
+            outcome = "cancelled"
+            raise
+        except ExpertTimeout:
+            outcome = "timeout"
+            raise
+        finally:
+            self.metrics.expert_done(expert, outcome, time.perf_counter() - t0, usage)
+
+
+async def _deadline(chunks: AsyncIterator[Delta], seconds: float, expert: str) -> AsyncIterator[Delta]:
+    """Pass chunks through until ``seconds`` have elapsed in all, then raise ExpertTimeout."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + seconds
+    it = chunks.__aiter__()
+    try:
+        while True:
+            try:
+                delta = await asyncio.wait_for(it.__anext__(), max(0.0, end - loop.time()))
+            except StopAsyncIteration:
+                return
+            except asyncio.TimeoutError:
+                raise ExpertTimeout(f"expert {expert!r} did not answer within {seconds:g} s "
+                                    "(CONCLAVE_EXPERT_TIMEOUT)", expert=expert) from None
+            yield delta
+    finally:
+        await it.aclose()
+
+
+def describe_error(exc: BaseException) -> ConclaveError:
+    return exc if isinstance(exc, ConclaveError) else ConclaveError("internal error")

@@ -1,0 +1,44 @@
+"""Turn a conversation into what an expert expects: chat messages or one completion prompt."""
+
+from __future__ import annotations
+
+from experts_registry.model import Expert
+
+
+def chat_messages(expert: Expert, messages: list[dict]) -> list[dict]:
+    """Plain ``{"role", "content"}`` dicts, with the expert's system prompt merged in first."""
+    out: list[dict] = []
+    system = [m["content"] for m in messages if m["role"] in ("system", "developer") and m["content"]]
+    if expert.system_prompt:
+        system.insert(0, expert.system_prompt)
+    if system:
+        out.append({"role": "system", "content": "\n\n".join(system)})
+    for m in messages:
+        if m["role"] in ("user", "assistant"):
+            out.append({"role": m["role"], "content": m["content"]})
+        elif m["role"] == "tool":
+            out.append({"role": "user", "content": f"[tool result]\n{m['content']}"})
+    return out
+
+
+def completion_prompt(expert: Expert, messages: list[dict]) -> str:
+    """A base model's prompt: earlier turns filled into the template as solved examples,
+    the last user turn left open, e.g. ``Q: ...\\nA: ...\\n\\nQ: <last>\\nA:``."""
+    template = expert.completion_template
+    parts: list[str] = []
+    system = [m["content"] for m in messages if m["role"] in ("system", "developer") and m["content"]]
+    if expert.system_prompt:
+        system.insert(0, expert.system_prompt)
+    if system:
+        parts.append("\n".join(system))
+    pending: str | None = None
+    for m in messages:
+        if m["role"] in ("user", "tool"):
+            if pending is not None:
+                parts.append(template.format(prompt=pending))
+            pending = m["content"]
+        elif m["role"] == "assistant" and pending is not None:
+            parts.append(template.format(prompt=pending) + " " + m["content"].strip())
+            pending = None
+    parts.append(template.format(prompt=pending if pending is not None else ""))
+    return "\n\n".join(parts)

@@ -1,0 +1,55 @@
+"""Start the real gateway (`conclave serve`) in a subprocess on a free port."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+CONCLAVE = str(Path(sys.executable).with_name("conclave"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def running_gateway(home: Path, log: Path, **env_overrides):
+    port = free_port()
+    env = {**os.environ, "CONCLAVE_HOME": str(home), "CONCLAVE_LLAMA_THREADS": "2", **env_overrides}
+    with open(log, "w") as out:
+        proc = subprocess.Popen([CONCLAVE, "serve", "--port", str(port), "--log-level", "warning"],
+                                stdout=out, stderr=subprocess.STDOUT, env=env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(base, proc, log)
+        yield base
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def _wait_ready(base: str, proc: subprocess.Popen, log: Path, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"gateway exited with {proc.returncode}:\n{log.read_text()}")
+        try:
+            if httpx.get(base + "/health", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"gateway not ready after {timeout} s:\n{log.read_text()}")

@@ -1,0 +1,190 @@
+"""End to end: the real server in a subprocess, the real local experts, the official openai client."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+
+import httpx
+import openai
+import pytest
+
+from .conftest import REDIS_URL
+from .servers import CONCLAVE, running_gateway
+
+pytestmark = pytest.mark.real
+HI = [{"role": "user", "content": "Say hello."}]
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory):
+    home = tmp_path_factory.mktemp("real-home")
+    with running_gateway(home, home / "server.log", CONCLAVE_MAX_BODY_BYTES="200000",
+                         CONCLAVE_MAX_TOKENS_CAP="512") as base:
+        yield base, home
+
+
+@pytest.fixture(scope="module")
+def client(gateway):
+    return openai.OpenAI(base_url=gateway[0] + "/v1", api_key="unused", max_retries=0, timeout=120)
+
+
+def test_non_streaming_chat_with_smollm2(client):
+    raw = client.chat.completions.with_raw_response.create(model="smollm2", messages=HI, max_tokens=24,
+                                                           temperature=0, seed=1)
+    assert raw.headers["x-conclave-expert"] == "smollm2"
+    completion = raw.parse()
+    text = completion.choices[0].message.content
+    assert isinstance(text, str) and len(text.strip()) > 0
+    assert completion.choices[0].finish_reason in ("stop", "length")
+    assert completion.usage.completion_tokens > 0 and completion.usage.prompt_tokens > 0
+    assert completion.to_dict()["conclave"]["expert"] == "smollm2"
+
+
+def test_streaming_chat_with_smollm2(client):
+    stream = client.chat.completions.create(model="smollm2", messages=HI, max_tokens=24, temperature=0,
+                                            stream=True, stream_options={"include_usage": True})
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert len(text.strip()) > 0
+    assert all(c.to_dict()["conclave"]["expert"] == "smollm2" for c in chunks)
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
+
+
+def test_raw_sse_ends_with_done(gateway):
+    body = {"model": "smollm2", "messages": HI, "max_tokens": 8, "stream": True}
+    with httpx.stream("POST", gateway[0] + "/v1/chat/completions", json=body, timeout=120) as r:
+        assert r.headers["content-type"].startswith("text/event-stream")
+        lines = [l for l in r.iter_lines() if l]
+    assert lines[-1] == "data: [DONE]" and all(l.startswith("data: ") for l in lines)
+
+
+def test_gemma_answers_as_a_completion_expert(client):
+    completion = client.chat.completions.create(
+        model="gemma-3-270m", messages=[{"role": "user", "content": "What is the capital of France?"}],
+        max_tokens=24, temperature=0)
+    assert "paris" in completion.choices[0].message.content.lower()
+
+
+def test_routed_model_answers_and_explains(client):
+    raw = client.chat.completions.with_raw_response.create(
+        model="conclave-auto", messages=[{"role": "user", "content": "Give me one fact about facts."}],
+        max_tokens=8, temperature=0)
+    assert raw.headers["x-conclave-expert"] == "gemma-3-270m" and "facts" in raw.headers["x-conclave-route"]
+    assert raw.parse().to_dict()["conclave"]["route"]["router"] == "tags"
+
+
+def test_models_lists_experts_and_virtual_model(client):
+    ids = {m.id for m in client.models.list()}
+    assert {"conclave-auto", "smollm2", "gemma-3-270m"} <= ids
+
+
+def test_bad_inputs_map_to_openai_errors(client, gateway):
+    with pytest.raises(openai.NotFoundError) as err:
+        client.chat.completions.create(model="ghost", messages=HI)
+    assert err.value.body["code"] == "model_not_found"
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model="smollm2", messages=HI, max_tokens=100_000)
+    with pytest.raises(openai.UnprocessableEntityError):
+        client.chat.completions.create(model="smollm2", messages=HI, n=2)
+    base = gateway[0]
+    r = httpx.post(base + "/v1/chat/completions", content=b"{oops", headers={"content-type": "application/json"})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_json"
+    r = httpx.post(base + "/v1/chat/completions", json={"model": "smollm2", "messages": [
+        {"role": "user", "content": "x" * 300_000}]})
+    assert r.status_code == 413 and r.json()["error"]["code"] == "payload_too_large"
+    assert httpx.get(base + "/health").json()["status"] == "ok"   # nothing crashed
+
+
+def test_health_answers_while_a_generation_runs(gateway):
+    base = gateway[0]
+    done = threading.Event()
+
+    def long_generation():
+        httpx.post(base + "/v1/chat/completions", timeout=120,
+                   json={"model": "smollm2", "messages": [{"role": "user", "content": "Write a long story about a dragon."}],
+                         "max_tokens": 300, "temperature": 0, "stop": ["zzzz"]})
+        done.set()
+
+    worker = threading.Thread(target=long_generation)
+    worker.start()
+    try:
+        _wait_generating(base)
+        assert httpx.get(base + "/health", timeout=30).status_code == 200
+        assert not done.is_set(), "health should have answered while the story was still being written"
+    finally:
+        worker.join(120)
+
+
+def _wait_generating(base: str) -> None:
+    """Until the story's request is in flight at the gateway."""
+    import time
+
+    for _ in range(500):
+        metrics = httpx.get(base + "/metrics").text
+        if 'conclave_inflight_requests{route="/v1/chat/completions"} 1.0' in metrics:
+            return
+        time.sleep(0.01)
+    raise AssertionError("the story request never reached the gateway")
+
+
+def test_client_disconnect_mid_stream_leaves_server_healthy(client, gateway):
+    body = {"model": "smollm2", "messages": HI, "max_tokens": 200, "stream": True}
+    with httpx.stream("POST", gateway[0] + "/v1/chat/completions", json=body, timeout=120) as r:
+        next(r.iter_lines())
+    completion = client.chat.completions.create(model="smollm2", messages=HI, max_tokens=4)
+    assert completion.choices[0].message.content is not None
+
+
+def test_litellm_expert_served_through_an_openai_compatible_endpoint(client, gateway):
+    """A litellm expert whose endpoint is a real OpenAI-compatible server (this gateway itself)."""
+    base, home = gateway
+    add = subprocess.run([CONCLAVE, "experts", "add", "via-litellm", "--backend", "litellm",
+                          "--model", "openai/smollm2", "--api-base", base + "/v1"],
+                         capture_output=True, text=True, env=_env(home), timeout=60)
+    assert add.returncode == 0, add.stderr
+    raw = client.chat.completions.with_raw_response.create(model="via-litellm", messages=HI, max_tokens=12,
+                                                           temperature=0)
+    assert raw.headers["x-conclave-expert"] == "via-litellm"
+    completion = raw.parse()
+    assert completion.choices[0].message.content.strip()
+    assert completion.usage.completion_tokens > 0
+    stream = client.chat.completions.create(model="via-litellm", messages=HI, max_tokens=12, stream=True)
+    assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices).strip()
+
+
+def _env(home):
+    import os
+
+    return {**os.environ, "CONCLAVE_HOME": str(home)}
+
+
+def test_api_keys_on(tmp_path):
+    with running_gateway(tmp_path / "h", tmp_path / "log", CONCLAVE_API_KEYS="sk-one,sk-two") as base:
+        bad = openai.OpenAI(base_url=base + "/v1", api_key="sk-wrong", max_retries=0)
+        with pytest.raises(openai.AuthenticationError):
+            bad.chat.completions.create(model="smollm2", messages=HI, max_tokens=2)
+        with pytest.raises(openai.AuthenticationError):
+            bad.models.list()
+        good = openai.OpenAI(base_url=base + "/v1", api_key="sk-two", max_retries=0, timeout=120)
+        assert good.chat.completions.create(model="smollm2", messages=HI, max_tokens=2).choices
+        assert httpx.get(base + "/health").status_code == 200
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+def test_registry_records_survive_a_gateway_restart(tmp_path, backend, request):
+    env = {}
+    if backend == "redis":
+        env = {"CONCLAVE_REDIS_URL": REDIS_URL, "CONCLAVE_REDIS_PREFIX": request.getfixturevalue("redis_prefix")}
+    home = tmp_path / "h"
+    import os
+
+    cli_env = {**os.environ, "CONCLAVE_HOME": str(home), **env}
+    add = subprocess.run([CONCLAVE, "experts", "add", "persisted", "--backend", "litellm", "--model", "openai/x"],
+                         capture_output=True, text=True, env=cli_env, timeout=60)
+    assert add.returncode == 0, add.stderr
+    for _ in range(2):  # two gateway lifetimes
+        with running_gateway(home, tmp_path / "log", **env) as base:
+            ids = [m["id"] for m in httpx.get(base + "/v1/models").json()["data"]]
+            assert "persisted" in ids and "smollm2" in ids
