@@ -37,29 +37,16 @@ class Settings:
         return replace(self, **changes)
 
 
-def _int(env, name: str, default: int, minimum: int = 1) -> int:
+def _number(env, name: str, default, cast=int, minimum=1):
     raw = env.get(name)
     if raw in (None, ""):
         return default
     try:
-        value = int(raw)
+        value = cast(raw)
     except ValueError:
-        raise ConfigError(f"{name} must be an integer (got {raw!r})") from None
+        raise ConfigError(f"{name} must be {'an integer' if cast is int else 'a number'} (got {raw!r})") from None
     if value < minimum:
         raise ConfigError(f"{name} must be >= {minimum} (got {value})")
-    return value
-
-
-def _float(env, name: str, default: float) -> float:
-    raw = env.get(name)
-    if raw in (None, ""):
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a number (got {raw!r})") from None
-    if value <= 0:
-        raise ConfigError(f"{name} must be > 0 (got {value})")
     return value
 
 
@@ -67,19 +54,18 @@ def load_settings(env: dict | None = None) -> Settings:
     env = os.environ if env is None else env
     home = Path(env["CONCLAVE_HOME"]).expanduser() if env.get("CONCLAVE_HOME") else default_home()
     keys = frozenset(k.strip() for k in env.get("CONCLAVE_API_KEYS", "").split(",") if k.strip())
-    threads = env.get("CONCLAVE_LLAMA_THREADS")
     return Settings(
         home=home,
         redis_url=env.get("CONCLAVE_REDIS_URL") or None,
         redis_prefix=env.get("CONCLAVE_REDIS_PREFIX", "conclave:"),
         api_keys=keys,
-        max_body_bytes=_int(env, "CONCLAVE_MAX_BODY_BYTES", 1_000_000),
-        max_messages=_int(env, "CONCLAVE_MAX_MESSAGES", 256),
-        max_tokens_cap=_int(env, "CONCLAVE_MAX_TOKENS_CAP", 2048),
-        default_max_tokens=_int(env, "CONCLAVE_DEFAULT_MAX_TOKENS", 256),
-        expert_timeout=_float(env, "CONCLAVE_EXPERT_TIMEOUT", 120.0),
+        max_body_bytes=_number(env, "CONCLAVE_MAX_BODY_BYTES", 1_000_000),
+        max_messages=_number(env, "CONCLAVE_MAX_MESSAGES", 256),
+        max_tokens_cap=_number(env, "CONCLAVE_MAX_TOKENS_CAP", 2048),
+        default_max_tokens=_number(env, "CONCLAVE_DEFAULT_MAX_TOKENS", 256),
+        expert_timeout=_number(env, "CONCLAVE_EXPERT_TIMEOUT", 120.0, float, 0.001),
         router=env.get("CONCLAVE_ROUTER", "tags"),
         generalist=env.get("CONCLAVE_GENERALIST", "smollm2") or None,
-        max_loaded_models=_int(env, "CONCLAVE_MAX_LOADED_MODELS", 2),
-        llama_threads=int(threads) if threads else None,
+        max_loaded_models=_number(env, "CONCLAVE_MAX_LOADED_MODELS", 2),
+        llama_threads=_number(env, "CONCLAVE_LLAMA_THREADS", None),
     )

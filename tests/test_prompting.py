@@ -32,3 +32,4 @@ def test_chat_messages_merge_expert_and_request_system_prompts():
         {"role": "user", "content": "hi"},
         {"role": "user", "content": "[tool result]\n42"},
     ]
+

@@ -188,3 +188,18 @@ def test_registry_records_survive_a_gateway_restart(tmp_path, backend, request):
         with running_gateway(home, tmp_path / "log", **env) as base:
             ids = [m["id"] for m in httpx.get(base + "/v1/models").json()["data"]]
             assert "persisted" in ids and "smollm2" in ids
+
+
+def test_concurrent_requests_share_one_model_safely(client):
+    """Several requests at once on one loaded model (its lock serialises them) and another model."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def ask(model):
+        return client.chat.completions.create(model=model, messages=HI, max_tokens=8, temperature=0)
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(ask, ["smollm2", "smollm2", "gemma-3-270m", "smollm2"]))
+    assert [r.model for r in results] == ["smollm2", "smollm2", "gemma-3-270m", "smollm2"]
+    assert all(r.choices[0].message.content is not None for r in results)
+    answers = {r.choices[0].message.content for r in results if r.model == "smollm2"}
+    assert len(answers) == 1  # same prompt, temperature 0, one model: identical answers, no interleaving
