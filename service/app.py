@@ -77,7 +77,7 @@ def _routes(app: FastAPI, gw: Gateway) -> None:
 
 
 async def _stream(gw: Gateway, req: ChatRequest) -> Response:
-    routed, chunks = gw.open_stream(req)
+    routed, chunks = await gw.open_stream(req)
     it = chunks.__aiter__()
     try:
         first = await it.__anext__()  # errors before the first token still get a proper status
@@ -121,6 +121,9 @@ def _headers(routed) -> dict:
     if routed.decision is not None:
         headers["x-conclave-router"] = routed.decision.router
         headers["x-conclave-route"] = routed.decision.reason.encode("ascii", "replace").decode()[:500]
+    if routed.aggregation is not None:
+        headers["x-conclave-aggregator"] = routed.aggregation.aggregator
+        headers["x-conclave-candidates"] = ",".join(c.expert for c in routed.aggregation.candidates)
     return headers
 
 

@@ -133,7 +133,7 @@ def chat(ctx: Context, prompt, model, system, max_tokens, temperature, seed, str
 
     async def run():
         try:
-            routed, chunks = gw.open_stream(req)
+            routed, chunks = await gw.open_stream(req)
             parts, finish, usage = [], "stop", {}
             async for d in chunks:
                 parts.append(d.text)
@@ -158,8 +158,10 @@ def chat(ctx: Context, prompt, model, system, max_tokens, temperature, seed, str
 
 def _register_groups() -> None:
     from .cli_experts import experts
+    from .cli_profile import profile
 
     main.add_command(experts)
+    main.add_command(profile)
 
 
 _register_groups()

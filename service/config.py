@@ -9,6 +9,7 @@ from pathlib import Path
 from experts_registry.errors import ConfigError
 
 VIRTUAL_AUTO = "conclave-auto"
+VIRTUAL_MOE = "conclave-moe"
 
 
 def default_home() -> Path:
@@ -31,6 +32,9 @@ class Settings:
     router: str = "tags"
     generalist: str | None = "smollm2"
     max_loaded_models: int = 2
+    moe_k: int = 3
+    moe_aggregator: str = "vote"
+    aggregator_expert: str | None = None
     llama_threads: int | None = None
 
     def with_(self, **changes) -> "Settings":
@@ -67,5 +71,8 @@ def load_settings(env: dict | None = None) -> Settings:
         router=env.get("CONCLAVE_ROUTER", "tags"),
         generalist=env.get("CONCLAVE_GENERALIST", "smollm2") or None,
         max_loaded_models=_number(env, "CONCLAVE_MAX_LOADED_MODELS", 2),
+        moe_k=_number(env, "CONCLAVE_MOE_K", 3),
+        moe_aggregator=env.get("CONCLAVE_MOE_AGGREGATOR", "vote"),
+        aggregator_expert=env.get("CONCLAVE_AGGREGATOR_EXPERT") or None,
         llama_threads=_number(env, "CONCLAVE_LLAMA_THREADS", None),
     )

@@ -16,22 +16,31 @@ from experts_registry.model import Expert
 from router import ROUTERS, Decision, RouteRequest
 
 from .backends import BackendPool, Delta, GenParams, Generation, collect
-from .config import VIRTUAL_AUTO, Settings
+from . import fanout
+from .aggregator_profile import best_aggregator, load_aggregator_profile
+from .config import VIRTUAL_AUTO, VIRTUAL_MOE, Settings
 from .metrics import Metrics
 from .protocol import ChatRequest
 
-VIRTUAL_MODELS = {VIRTUAL_AUTO: "routes each request to the best expert with the configured router"}
+VIRTUAL_MODELS = {
+    VIRTUAL_AUTO: "routes each request to the best expert with the configured router",
+    VIRTUAL_MOE: "asks the router's top k experts (CONCLAVE_MOE_K) and aggregates their answers",
+}
 
 
 @dataclass
 class Routed:
     expert: Expert
     decision: Decision | None
+    aggregation: fanout.Aggregation | None = None
+    with_candidates: bool = False
 
     def info(self) -> dict:
         info = {"expert": self.expert.name}
         if self.decision is not None:
             info["route"] = self.decision.to_dict()
+        if self.aggregation is not None:
+            info["aggregation"] = self.aggregation.info(self.with_candidates)
         return info
 
 
@@ -68,14 +77,15 @@ class Gateway:
             raise InvalidRequest("the prompt is empty: a routed request needs a user message with text",
                                  param="messages")
         candidates = self.store.list()
-        decision = router.route(RouteRequest(text=text), candidates, k=(opts.k if opts and opts.k else 1))
+        k = opts.k if opts and opts.k else (self.settings.moe_k if req.model == VIRTUAL_MOE else 1)
+        decision = router.route(RouteRequest(text=text), candidates, k=k)
         by_name = {e.name: e for e in candidates}
         chosen = decision.experts[0]
         if chosen not in by_name:
             raise ConfigError(f"router {decision.router!r} chose {chosen!r}, which is not registered: "
                               "retrain the router or register the expert")
         self.metrics.routed.labels(decision.router, chosen).inc()
-        return Routed(by_name[chosen], decision)
+        return Routed(by_name[chosen], decision, with_candidates=bool(opts and opts.return_candidates))
 
     def params(self, req: ChatRequest) -> GenParams:
         wanted = req.max_completion_tokens or req.max_tokens
@@ -88,18 +98,59 @@ class Gateway:
         return GenParams(max_tokens=wanted or self.settings.default_max_tokens, temperature=req.temperature,
                          top_p=req.top_p, stop=tuple(req.stop or ()), seed=req.seed)
 
-    def open_stream(self, req: ChatRequest) -> tuple[Routed, AsyncIterator[Delta]]:
+    async def open_stream(self, req: ChatRequest) -> tuple[Routed, AsyncIterator[Delta]]:
+        """Resolve the request and start the answer; errors before the first token raise here."""
         routed = self.resolve(req)
         params = self.params(req)
         messages = [{"role": m.role, "content": m.text()} for m in req.messages]
-        backend = self.backends.get(routed.expert.backend)
-        chunks = backend.stream(routed.expert, messages, params)
-        return routed, self._accounted(routed.expert.name, _deadline(chunks, self.settings.expert_timeout,
-                                                                     routed.expert.name))
+        if routed.decision is not None and routed.decision.k > 1:
+            return await self._aggregate(req, routed, messages, params)
+        return routed, self.call(routed.expert, messages, params)
+
+    def call(self, expert: Expert, messages: list[dict], params: GenParams) -> AsyncIterator[Delta]:
+        """One expert's answer as a stream, under the deadline, counted in the metrics."""
+        chunks = self.backends.get(expert.backend).stream(expert, messages, params)
+        return self._accounted(expert.name, _deadline(chunks, self.settings.expert_timeout, expert.name))
 
     async def complete(self, req: ChatRequest) -> tuple[Routed, Generation]:
-        routed, chunks = self.open_stream(req)
+        routed, chunks = await self.open_stream(req)
         return routed, await collect(chunks)
+
+    async def _aggregate(self, req, routed: Routed, messages, params) -> tuple[Routed, AsyncIterator[Delta]]:
+        opts = req.conclave
+        name = (opts.aggregator if opts and opts.aggregator else None) or self._default_aggregator(req)
+        agg = fanout.aggregator(name)
+        decision = routed.decision
+        by_name = {e.name: e for e in self.store.list()}
+        experts = [(by_name[c.expert], c.score) for c in decision.choices[: decision.k] if c.expert in by_name]
+        candidates, usage = await fanout.ask_all(self.call, experts, messages, params)
+        plan = agg.plan(req.prompt_text(), candidates)
+        result = fanout.Aggregation(name, candidates, plan.detail, usage)
+        routed.aggregation = result
+        if isinstance(plan, fanout.Final):
+            routed.expert = by_name[plan.winner]
+            return routed, fanout.final_text(plan, usage)
+        judge = self._aggregator_expert(candidates, by_name)
+        result.aggregated_by = judge
+        routed.expert = by_name[judge]
+        return routed, fanout.plus_usage(self.call(by_name[judge], plan.messages, params), usage)
+
+    def _default_aggregator(self, req: ChatRequest) -> str:
+        return self.settings.moe_aggregator if req.model == VIRTUAL_MOE else "first"
+
+    def _aggregator_expert(self, candidates, by_name: dict[str, Expert]) -> str:
+        """The configured aggregator expert, else the profile's best, else the best-ranked survivor."""
+        if self.settings.aggregator_expert:
+            if self.settings.aggregator_expert not in by_name:
+                raise ConfigError(f"CONCLAVE_AGGREGATOR_EXPERT names {self.settings.aggregator_expert!r}, "
+                                  "which is not registered")
+            return self.settings.aggregator_expert
+        profile = load_aggregator_profile(self.settings.home)
+        if profile is not None:  # never hand the synthesis to an expert that just failed
+            failed = {c.expert for c in candidates if not c.usable}
+            return best_aggregator(profile, [n for n in by_name if n not in failed])
+        alive = [c for c in candidates if c.usable] or candidates
+        return max(alive, key=lambda c: c.score).expert
 
     async def _accounted(self, expert: str, chunks: AsyncIterator[Delta]) -> AsyncIterator[Delta]:
         t0, outcome, usage = time.perf_counter(), "error", None

@@ -119,3 +119,14 @@ def test_real_subprocess_experts_list(isolated_env):
     assert {e["name"] for e in json.loads(proc.stdout)} == {"smollm2", "gemma-3-270m"}
     bad = subprocess.run([str(exe), "experts", "show", "ghost"], capture_output=True, text=True, env=env, timeout=60)
     assert bad.returncode == 1 and "Error: no expert named 'ghost'" in bad.stderr
+
+
+@pytest.mark.real
+def test_profile_aggregators_runs_live_and_the_gateway_uses_it(run, isolated_env):
+    out = run("profile", "aggregators", "--experts", "smollm2", "--n", "2", "--max-tokens", "24").output
+    assert "best aggregator: smollm2" in out
+    doc = json.loads((isolated_env / "aggregator_profile.json").read_text())
+    assert doc["experts"]["smollm2"]["n"] == 2 and doc["best"] == "smollm2"
+    from service.aggregator_profile import best_aggregator, load_aggregator_profile
+
+    assert best_aggregator(load_aggregator_profile(isolated_env), ["smollm2", "gemma-3-270m"]) == "smollm2"

@@ -203,3 +203,48 @@ def test_concurrent_requests_share_one_model_safely(client):
     assert all(r.choices[0].message.content is not None for r in results)
     answers = {r.choices[0].message.content for r in results if r.model == "smollm2"}
     assert len(answers) == 1  # same prompt, temperature 0, one model: identical answers, no interleaving
+
+
+QUESTION = [{"role": "user", "content": "Which planet is known as the Red Planet? (A) Venus (B) Mars (C) Jupiter "
+                                        "(D) Saturn. Answer with the letter: The answer is (X)."}]
+
+
+def test_k2_vote_with_real_experts_non_streaming(client):
+    raw = client.chat.completions.with_raw_response.create(
+        model="conclave-auto", messages=QUESTION, max_tokens=32, temperature=0,
+        extra_body={"conclave": {"k": 2, "aggregator": "vote", "return_candidates": True}})
+    assert sorted(raw.headers["x-conclave-candidates"].split(",")) == ["gemma-3-270m", "smollm2"]
+    assert raw.headers["x-conclave-aggregator"] == "vote"
+    completion = raw.parse()
+    agg = completion.to_dict()["conclave"]["aggregation"]
+    texts = {c["expert"]: c["text"] for c in agg["candidates"]}
+    assert set(texts) == {"gemma-3-270m", "smollm2"}
+    assert completion.choices[0].message.content == texts[raw.headers["x-conclave-expert"]]
+
+
+def test_k2_synthesis_with_real_experts_streaming(client):
+    stream = client.chat.completions.create(
+        model="conclave-auto", messages=QUESTION, max_tokens=32, temperature=0, stream=True,
+        extra_body={"conclave": {"k": 2, "aggregator": "synthesis"}})
+    chunks = list(stream)
+    info = chunks[0].to_dict()["conclave"]
+    assert info["aggregation"]["aggregator"] == "synthesis"
+    assert sorted(info["aggregation"]["experts"]) == ["gemma-3-270m", "smollm2"]
+    assert info["aggregation"]["aggregated_by"] == info["expert"]
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices).strip()
+
+
+def test_a_dead_expert_among_k_leaves_the_survivor_answering(client, gateway):
+    base, home = gateway
+    add = subprocess.run([CONCLAVE, "experts", "add", "dead-end", "--backend", "litellm", "--model", "openai/x",
+                          "--api-base", "http://127.0.0.1:9/v1", "--skill", "planet"],
+                         capture_output=True, text=True, env=_env(home), timeout=60)
+    assert add.returncode == 0, add.stderr
+    try:
+        completion = client.chat.completions.create(
+            model="conclave-auto", messages=QUESTION, max_tokens=16, temperature=0,
+            extra_body={"conclave": {"k": 2, "aggregator": "vote"}})
+        agg = completion.to_dict()["conclave"]["aggregation"]
+        assert list(agg["failed"]) == ["dead-end"] and completion.choices[0].message.content
+    finally:
+        subprocess.run([CONCLAVE, "experts", "remove", "dead-end"], env=_env(home), timeout=60)

@@ -2,7 +2,8 @@
 
 The expert's ``model`` field picks the behaviour: ``echo`` (repeats the last
 user turn), ``fail`` (raises before the first token), ``hang`` (never answers),
-``midfail`` (fails after the first token).
+``midfail`` (fails after the first token), ``answer=X`` (a short reasoning
+chain ending in "The answer is (X).").
 """
 
 from __future__ import annotations
@@ -27,7 +28,10 @@ class FakeBackend:
         if behaviour == "hang":
             await asyncio.sleep(3600)
         last = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
-        words = f"{expert.name} says: {last}".split(" ")[: params.max_tokens]
+        text = f"{expert.name} says: {last}"
+        if behaviour.startswith("answer="):
+            text = f"Let me think step by step. The answer is ({behaviour[7:]})."
+        words = text.split(" ")[: params.max_tokens]
         for i, word in enumerate(words):
             yield Delta(word if i == 0 else " " + word)
             if behaviour == "midfail":
