@@ -6,10 +6,18 @@
 from __future__ import annotations
 
 from .base import Choice, Decision, Router, RouteRequest
+from .coe import CategoryRouter
+from .knn import KnnRouter
+from .skills import SkillsRouter
 from .tags import TagsRouter
 
+# Fitted routers load their state: factory(state="DIR", **options); see router.training.
 ROUTERS = {
     "tags": TagsRouter,
+    "skills": SkillsRouter.from_state,
+    "coe": CategoryRouter.from_state,
+    "knn": KnnRouter.from_state,
 }
 
-__all__ = ["ROUTERS", "Choice", "Decision", "Router", "RouteRequest", "TagsRouter"]
+__all__ = ["ROUTERS", "Choice", "Decision", "Router", "RouteRequest", "TagsRouter",
+           "SkillsRouter", "CategoryRouter", "KnnRouter"]

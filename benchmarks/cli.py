@@ -1,0 +1,99 @@
+"""``conclave bench``: offline benchmarks on recorded answers of real LLMs.
+
+Runnable on its own as ``python -m benchmarks.cli replay ...``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from experts_registry.errors import ConclaveError
+
+from .replay_data import DEFAULTS
+
+ROUTER_NAMES = ("skills", "skills-sampled", "skills-embed", "coe", "knn", "all")
+
+
+@click.group(name="bench")
+def bench() -> None:
+    """Offline benchmarks: evaluate routers on recorded answers, no model calls."""
+
+
+@bench.command()
+@click.option("--train-questions", type=click.Path(dir_okay=False), default=str(DEFAULTS["questions"]),
+              show_default="shipped MMLU-Pro", help="Questions to fit on (jsonl or jsonl.gz).")
+@click.option("--train-predictions", type=click.Path(dir_okay=False), default=str(DEFAULTS["predictions"]),
+              show_default="shipped MMLU-Pro", help="Recorded answers for them (csv or csv.gz).")
+@click.option("--test-questions", type=click.Path(dir_okay=False), default=None,
+              help="Held-out questions; without test files the train files are split by a seeded hash.")
+@click.option("--test-predictions", type=click.Path(dir_okay=False), default=None,
+              help="Recorded answers for the held-out questions.")
+@click.option("--models", type=click.Path(dir_okay=False), default=str(DEFAULTS["models"]),
+              show_default="shipped models.json", help="Model columns, ids, active parameters and pools.")
+@click.option("--pool", default="small-17", show_default=True, help="Named pool of models.json, or 'all'.")
+@click.option("--router", "routers", multiple=True, default=("all",), show_default=True,
+              type=click.Choice(ROUTER_NAMES), help="Router to evaluate (repeatable, or 'all').")
+@click.option("--k", "ks", multiple=True, type=click.IntRange(1, 9), default=(1, 3), show_default=True,
+              help="Experts called per question (repeatable).")
+@click.option("--seed", default=0, show_default=True, help="Seed of the hash split.")
+@click.option("--test-fraction", default=0.2, show_default=True, help="Share of questions held out by the split.")
+@click.option("--encoder", default="all-minilm-l6-v2", show_default=True,
+              help="Embedding model ('hashing-64' for a quick run without the model).")
+@click.option("--threads", type=int, default=None,
+              help="torch threads for the encoder (1 is fastest on a busy 2-core machine).")
+@click.option("--cache-dir", default=None, help="Embedding cache (default: ~/.cache/conclave/embeddings).")
+@click.option("--no-cache", is_flag=True, help="Encode every question again.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Write all figures here.")
+def replay(train_questions, train_predictions, test_questions, test_predictions, models, pool, routers,
+           ks, seed, test_fraction, encoder, threads, cache_dir, no_cache, json_out) -> None:
+    """Fit routers on recorded answers, route held-out questions, compare with baselines.
+
+    Accuracy at k > 1 is the majority vote of the k chosen experts' recorded
+    answers (ties go to the expert the router ranked higher).
+
+    \b
+    Example:
+      conclave bench replay --pool small-17 --router knn --k 1 --k 3 --json out.json
+      conclave bench replay --train-questions Q1.jsonl.gz --train-predictions P1.csv.gz \\
+          --test-questions Q2.jsonl.gz --test-predictions P2.csv.gz --models models.json \\
+          --pool small-17 --router all --k 1 --k 3 --json out.json
+    """
+    from router.encoder import default_cache_dir, get_encoder
+
+    from .replay import run_replay, table
+    from .replay_data import hash_split, load_models, load_replay
+
+    try:
+        if bool(test_questions) != bool(test_predictions):
+            raise click.UsageError("give both --test-questions and --test-predictions, or neither")
+        info = load_models(models)
+        train = load_replay(train_questions, train_predictions, info, pool)
+        split = {"train": [train_questions, train_predictions]}
+        if test_questions:
+            test = load_replay(test_questions, test_predictions, info, pool)
+            split["test"] = [test_questions, test_predictions]
+        else:
+            mask = hash_split(train.question_ids, seed, test_fraction)
+            train, test = train.subset(~mask), train.subset(mask)
+            split.update(hash_seed=seed, test_fraction=test_fraction)
+        cache = None if no_cache else (cache_dir or default_cache_dir())
+        enc = get_encoder(encoder, **({"threads": threads} if threads else {}))
+        result = run_replay(train, test, routers, sorted(set(ks)), enc, cache, split)
+        result["pool"] = pool
+    except ConclaveError as exc:
+        raise click.ClickException(exc.message) from exc
+    click.echo(table(result))
+    if json_out:
+        Path(json_out).write_text(json.dumps(result, indent=1, sort_keys=True))
+        click.echo(f"figures written to {json_out}")
+
+
+def main() -> None:
+    bench(prog_name="python -m benchmarks.cli")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+"""Scoring routing decisions against recorded answers (replay; no model is called).
+
+A decision with k experts is right when the majority vote of those experts'
+recorded answers is the gold answer, ties going to the expert the router
+ranked higher.  Cost is the sum of the chosen experts' active parameters.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from experts_registry.model import Expert
+
+from .base import Decision, Router, RouteRequest
+from .vote import vote_correct
+
+
+def replay_experts(names: Sequence[str], active_params: Mapping[str, float | None] | None = None) -> list[Expert]:
+    """Expert records standing for recorded models (never called)."""
+    params = active_params or {}
+    return [Expert(name=n, backend="litellm", model=f"replay/{n}", params_b=params.get(n))
+            for n in names]
+
+
+def route_all(router: Router, texts: Sequence[str], embeddings: np.ndarray | None,
+              metadata: Sequence[Mapping] | None, candidates: Sequence[Expert], k: int) -> list[Decision]:
+    out = []
+    for i, text in enumerate(texts):
+        emb = None if embeddings is None else embeddings[i]
+        meta = {} if metadata is None else metadata[i]
+        out.append(router.route(RouteRequest(text, emb, meta), candidates, k))
+    return out
+
+
+def chosen_columns(decisions: Sequence[Decision], experts: Sequence[str], k: int) -> np.ndarray:
+    """(questions, k) column indices of the experts each decision called, best first."""
+    col = {e: j for j, e in enumerate(experts)}
+    rows = []
+    for d in decisions:
+        names = d.experts[:k]
+        if len(names) < k:
+            names = names + [names[-1]] * (k - len(names))      # fewer candidates than k
+        rows.append([col[n] for n in names])
+    return np.array(rows, dtype=np.int64).reshape(len(decisions), k)
+
+
+def score_columns(cols: np.ndarray, answers: np.ndarray, gold: np.ndarray,
+                  experts: Sequence[str], active_params: Mapping[str, float | None]) -> dict:
+    """Accuracy and mean active parameters of calling the experts ``cols`` (questions, k)."""
+    picked = np.take_along_axis(answers, cols, axis=1)
+    right = vote_correct(picked, gold)
+    params = np.array([active_params.get(e) or 0.0 for e in experts], dtype=np.float64)
+    distinct = [len(set(r)) for r in cols.tolist()]
+    return {"accuracy": round(float(right.mean()), 4),
+            "mean_active_params_b": round(float(np.mean([params[list(set(r))].sum() for r in cols.tolist()])), 2),
+            "calls_per_question": round(float(np.mean(distinct)), 2), "n": int(len(cols))}
+
+
+def score_decisions(decisions: Sequence[Decision], experts: Sequence[str], answers: np.ndarray,
+                    gold: np.ndarray, k: int, active_params: Mapping[str, float | None]) -> dict:
+    return score_columns(chosen_columns(decisions, experts, k), answers, gold, experts, active_params)

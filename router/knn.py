@@ -1,0 +1,194 @@
+"""Neighbours router: per request, the experts' accuracy on its nearest recorded questions.
+
+    sim_i   = <e(q), e(x_i)> over the training questions x_i; keep the n_neighbors nearest
+    w_i     = exp((sim_i - max sim) / tau)
+    score_m = (sum_i w_i c_im + alpha * prior_m) / (sum_i w_i + alpha)
+
+``prior`` is the expert's global accuracy (``prior="global"``), or its accuracy
+on the request's category expected under a linear category classifier
+(``prior="category"``: sum_c p(c | q) acc[c, m], the Composition-of-Experts
+signal), so with few or far neighbours the score falls back to the best expert
+overall or for the topic (alpha is in neighbour units).
+For k > 1 the router picks the *team* whose majority vote was right most often
+on the same neighbours (shrunk to its vote accuracy over all training
+questions), searching the teams of k among the ``pool`` best-scored experts.
+Hyper-parameters are chosen by leave-one-out on the training data
+(:func:`router.fit.fit_knn`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from functools import lru_cache
+from itertools import combinations
+from typing import Sequence
+
+import numpy as np
+
+from experts_registry.errors import ConfigError, InvalidRequest
+from experts_registry.model import Expert
+
+from .base import Choice, Decision, RouteRequest
+from .state import load_state, save_state
+from .vote import vote_correct
+
+DEFAULTS = {"n_neighbors": 50, "tau": 0.05, "alpha": 10.0, "team_pool": 7, "prior": "global"}
+CATEGORY_ARRAYS = ("cat_names", "cat_weights", "cat_bias", "cat_accuracy")
+
+
+def neighbour_scores(sims: np.ndarray, correct: np.ndarray, prior: np.ndarray,
+                     tau: float, alpha: float):
+    """Blended per-expert score from neighbour similarities (K,) and their outcomes (K, m)."""
+    w = np.exp((sims - sims.max()) / tau) if tau > 0 else np.ones_like(sims)
+    valid = ~np.isnan(correct)
+    wc = (w[:, None] * np.where(valid, correct, 0.0)).sum(axis=0)
+    wn = (w[:, None] * valid).sum(axis=0)
+    return (wc + alpha * prior) / (wn + alpha), w
+
+
+@lru_cache(maxsize=1)
+def _blas_controller():
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:
+        return None
+    return ThreadpoolController()
+
+
+def single_threaded_blas():
+    """One BLAS thread for a small product: multi-threaded OpenBLAS on a busy 2-core
+    machine makes a 6k x 384 mat-vec 10-40x slower than one thread."""
+    ctl = _blas_controller()
+    return ctl.limit(limits=1, user_api="blas") if ctl is not None else contextlib.nullcontext()
+
+
+def nearest(embeddings: np.ndarray, query: np.ndarray, n: int, exclude: int | None = None):
+    with single_threaded_blas():
+        sims = embeddings @ query
+    if exclude is not None:
+        sims[exclude] = -np.inf
+    n = min(n, len(sims) - (exclude is not None))
+    idx = np.argpartition(-sims, n - 1)[:n]
+    idx = idx[np.argsort(-sims[idx], kind="stable")]
+    return idx, sims[idx]
+
+
+class KnnRouter:
+    name = "knn"
+    needs_embedding = True
+
+    def __init__(self, experts: Sequence[str], embeddings: np.ndarray, correct: np.ndarray,
+                 answers: np.ndarray, gold: np.ndarray, encoder: str | None = None,
+                 categories: dict | None = None, **params):
+        unknown = set(params) - set(DEFAULTS)
+        if unknown:
+            raise ConfigError(f"unknown knn option(s): {', '.join(sorted(unknown))}", param="router")
+        self.experts = tuple(experts)
+        self.embeddings = np.asarray(embeddings, dtype=np.float32)
+        self.correct = np.asarray(correct, dtype=np.float32)
+        self.answers = np.asarray(answers, dtype=np.int16)
+        self.gold = np.asarray(gold, dtype=np.int16)
+        self.encoder = encoder
+        self.params = {**DEFAULTS, **params}
+        valid = ~np.isnan(self.correct)
+        self.prior = np.where(valid, self.correct, 0).sum(0) / np.maximum(valid.sum(0), 1)
+        self._team_prior: dict[tuple[int, ...], float] = {}
+        self.categories = {k: np.asarray(v) for k, v in (categories or {}).items()}
+        if self.params["prior"] not in ("global", "category"):
+            raise ConfigError("knn option prior must be 'global' or 'category'", param="router")
+        if self.params["prior"] == "category" and set(self.categories) != set(CATEGORY_ARRAYS):
+            raise ConfigError("knn prior 'category' needs a category classifier: train with "
+                              "category labels", param="router")
+
+    # ---- state -------------------------------------------------------------
+    def save(self, folder, meta=None):
+        arrays = {"experts": np.array(self.experts), "embeddings": self.embeddings,
+                  "correct": self.correct, "answers": self.answers, "gold": self.gold, **self.categories}
+        return save_state(folder, self.name, arrays, {"params": self.params, "encoder": self.encoder,
+                                                      **(meta or {})})
+
+    @classmethod
+    def from_state(cls, state: str | None = None, generalist: str | None = None,
+                   **overrides) -> "KnnRouter":
+        """Load trained state; ``generalist`` is accepted (uniform factory) and unused."""
+        a, meta, _ = load_state(state, cls.name)
+        categories = {k: a[k] for k in CATEGORY_ARRAYS if k in a}
+        return cls([str(e) for e in a["experts"]], a["embeddings"], a["correct"], a["answers"],
+                   a["gold"], meta.get("encoder"), categories, **{**meta.get("params", {}), **overrides})
+
+    # ---- scoring -------------------------------------------------------------
+    def category_prior(self, embedding: np.ndarray) -> tuple[np.ndarray, str, float]:
+        """(expected accuracy per expert, most likely category, its probability)."""
+        c = self.categories
+        z = c["cat_weights"] @ embedding + c["cat_bias"]
+        p = np.exp(z - z.max())
+        p /= p.sum()
+        top = int(np.argmax(p))
+        return p @ c["cat_accuracy"], str(c["cat_names"][top]), float(p[top])
+
+    def scores(self, embedding: np.ndarray, cols: Sequence[int]):
+        p = self.params
+        idx, sims = nearest(self.embeddings, embedding, int(p["n_neighbors"]))
+        prior = self.category_prior(embedding)[0] if p["prior"] == "category" else self.prior
+        score, w = neighbour_scores(sims, self.correct[idx][:, cols], prior[cols],
+                                    float(p["tau"]), float(p["alpha"]))
+        return score, idx, sims, w, prior
+
+    def team_prior(self, team: tuple[int, ...]) -> float:
+        if team not in self._team_prior:
+            self._team_prior[team] = float(vote_correct(self.answers[:, list(team)], self.gold).mean())
+        return self._team_prior[team]
+
+    def best_team(self, score, cols, idx, w, k: int) -> list[int]:
+        """Positions (into cols) of the k-team with the best shrunk local vote accuracy."""
+        pool = [int(i) for i in np.argsort(-score, kind="stable")[: max(k, int(self.params["team_pool"]))]]
+        teams = list(combinations(pool, k))                         # each team keeps score order
+        members = np.array([[cols[i] for i in t] for t in teams])   # (T, k) matrix columns
+        local = vote_correct(self.answers[idx][:, members].transpose(1, 0, 2), self.gold[idx])
+        alpha = float(self.params["alpha"])
+        prior = np.array([self.team_prior(tuple(m)) for m in members])
+        value = (local @ w + alpha * prior) / (w.sum() + alpha)
+        return list(teams[int(np.argmax(value))])
+
+    # ---- routing -------------------------------------------------------------
+    def route(self, request: RouteRequest, candidates: Sequence[Expert], k: int = 1) -> Decision:
+        if not request.text or not request.text.strip():
+            raise InvalidRequest("cannot route an empty prompt")
+        if request.embedding is None:
+            raise InvalidRequest("the knn router needs the request embedding")
+        names = [c.name for c in candidates if c.name in self.experts]
+        if not names:
+            raise ConfigError(f"the knn router was trained for {', '.join(self.experts)}, none of which "
+                              "is a candidate: retrain it with 'conclave router train knn'", param="router")
+        cols = [self.experts.index(n) for n in names]
+        emb = np.asarray(request.embedding, dtype=np.float32)
+        score, idx, sims, w, prior = self.scores(emb, cols)
+        k = max(1, min(k, len(names)))
+        order = [int(i) for i in np.argsort(-score, kind="stable")]
+        if k > 1:
+            team = self.best_team(score, cols, idx, w, k)
+            order = team + [i for i in order if i not in team]
+        shown = max(k, 5)                      # Decision.to_dict shows this many
+        choices = [Choice(names[i], float(score[i]), self._why(cols[i], idx, w, prior) if r < shown else {})
+                   for r, i in enumerate(order)]
+        choices += [Choice(c.name, 0.0, {"trained": False}) for c in candidates if c.name not in self.experts]
+        topic = ""
+        if self.params["prior"] == "category":
+            _, cat, conf = self.category_prior(emb)
+            topic = f"; prior: accuracy on category {cat} ({conf:.2f})"
+        return Decision(tuple(choices), k, self.name, self._reason(choices[:k], sims, k) + topic)
+
+    def _why(self, col: int, idx, w, prior) -> dict:
+        c = self.correct[idx, col]
+        ok = ~np.isnan(c)
+        return {"neighbour_accuracy": round(float((w[ok] * c[ok]).sum() / max(w[ok].sum(), 1e-9)), 3),
+                "neighbours_right": int(np.nansum(c)), "neighbours": int(ok.sum()),
+                "global_accuracy": round(float(self.prior[col]), 3),
+                "prior": round(float(prior[col]), 3)}
+
+    def _reason(self, chosen: list[Choice], sims, k: int) -> str:
+        picks = ", ".join(f"{c.expert} ({c.why['neighbours_right']}/{c.why['neighbours']} neighbours "
+                          f"right, global {c.why['global_accuracy']:.2f})" for c in chosen)
+        team = " as the team whose vote was right most often there" if k > 1 else ""
+        return (f"{len(sims)} nearest recorded questions (cosine {sims.min():.2f}-{sims.max():.2f}): "
+                f"{picks}{team}")
