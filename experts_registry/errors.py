@@ -115,9 +115,12 @@ class UpstreamError(ConclaveError):
     type = "upstream_error"
     code = "expert_failed"
 
-    def __init__(self, message: str, *, expert: str | None = None, **kw):
+    def __init__(self, message: str, *, expert: str | None = None, retryable: bool = False,
+                 retry_after: float | None = None, **kw):
         super().__init__(message, **kw)
         self.expert = expert
+        self.retryable = retryable        # connection error, 429 or 5xx: worth another try
+        self.retry_after = retry_after    # seconds the upstream asked us to wait
 
 
 class ExpertTimeout(UpstreamError):

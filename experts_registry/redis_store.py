@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit, urlunsplit
 
-from .errors import ConfigError, ExpertExists, ExpertNotFound
+from .errors import ConfigError, ExpertExists, ExpertNotFound, NotFound
+from .keys import ApiKey
 from .model import Expert
 
 
@@ -34,6 +35,8 @@ class RedisStore:
                               "fix CONCLAVE_REDIS_URL, or unset it to use the embedded store") from None
         self._experts = prefix + "experts"
         self._meta = prefix + "meta"
+        self._keys = prefix + "keys"            # id -> record
+        self._key_hashes = prefix + "keyhash"   # sha256 -> id
 
     def get(self, name: str) -> Expert:
         data = self.r.hget(self._experts, name)
@@ -61,3 +64,24 @@ class RedisStore:
 
     def describe(self) -> str:
         return f"redis:{redact_url(self.url)} (prefix {self.prefix!r})"
+
+    def put_key(self, key: ApiKey) -> None:
+        pipe = self.r.pipeline(transaction=True)
+        pipe.hset(self._keys, key.id, key.to_json())
+        pipe.hset(self._key_hashes, key.hash, key.id)
+        pipe.execute()
+
+    def key_by_hash(self, digest: str) -> ApiKey | None:
+        key_id = self.r.hget(self._key_hashes, digest)
+        data = self.r.hget(self._keys, key_id) if key_id else None
+        return ApiKey.from_json(data) if data else None
+
+    def get_key(self, key_id: str) -> ApiKey:
+        data = self.r.hget(self._keys, key_id)
+        if data is None:
+            raise NotFound(f"no API key with id {key_id!r}: see 'conclave keys list'", param="id")
+        return ApiKey.from_json(data)
+
+    def list_keys(self) -> list[ApiKey]:
+        items = self.r.hgetall(self._keys)
+        return [ApiKey.from_json(items[k]) for k in sorted(items)]

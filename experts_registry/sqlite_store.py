@@ -6,12 +6,14 @@ import sqlite3
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import ConfigError, ExpertExists, ExpertNotFound
+from .errors import ConfigError, ExpertExists, ExpertNotFound, NotFound
+from .keys import ApiKey
 from .model import Expert
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS experts (name TEXT PRIMARY KEY, data TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS api_keys (id TEXT PRIMARY KEY, hash TEXT UNIQUE NOT NULL, data TEXT NOT NULL);
 """
 
 
@@ -80,3 +82,25 @@ class SqliteStore:
 
     def describe(self) -> str:
         return f"sqlite:{self.path}"
+
+    def put_key(self, key: ApiKey) -> None:
+        with self._connect(write=True) as db:
+            db.execute("INSERT OR REPLACE INTO api_keys (id, hash, data) VALUES (?, ?, ?)",
+                       (key.id, key.hash, key.to_json()))
+
+    def key_by_hash(self, digest: str) -> ApiKey | None:
+        with self._connect() as db:
+            row = db.execute("SELECT data FROM api_keys WHERE hash = ?", (digest,)).fetchone()
+        return ApiKey.from_json(row[0]) if row else None
+
+    def get_key(self, key_id: str) -> ApiKey:
+        with self._connect() as db:
+            row = db.execute("SELECT data FROM api_keys WHERE id = ?", (key_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"no API key with id {key_id!r}: see 'conclave keys list'", param="id")
+        return ApiKey.from_json(row[0])
+
+    def list_keys(self) -> list[ApiKey]:
+        with self._connect() as db:
+            rows = db.execute("SELECT data FROM api_keys ORDER BY id").fetchall()
+        return [ApiKey.from_json(r[0]) for r in rows]

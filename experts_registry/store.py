@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from .keys import ApiKey
 from .model import Expert
 
 
 class Store(Protocol):
-    """Expert records plus a tiny key/value area for registry bookkeeping."""
+    """Expert records, API keys, and a tiny flag area for registry bookkeeping."""
 
     def get(self, name: str) -> Expert: ...           # raises ExpertNotFound
     def list(self) -> list[Expert]: ...               # sorted by name
@@ -22,3 +23,8 @@ class Store(Protocol):
     def remove(self, name: str) -> None: ...          # raises ExpertNotFound
     def claim(self, flag: str) -> bool: ...           # atomic set-if-absent; True the first time
     def describe(self) -> str: ...                    # where the records live (no secrets)
+    # API keys (stored hashed)
+    def put_key(self, key: ApiKey) -> None: ...       # insert or update (revocation)
+    def key_by_hash(self, digest: str) -> ApiKey | None: ...
+    def get_key(self, key_id: str) -> ApiKey: ...     # raises NotFound
+    def list_keys(self) -> list[ApiKey]: ...

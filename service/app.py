@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -13,12 +14,15 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from experts_registry import offer_bundled, open_store
 from experts_registry.errors import ConclaveError, InvalidRequest
 
+from .admin import admin_routes
+from .auth import Authenticator, Principal, require_admin
 from .backends import BackendPool
 from .config import Settings, load_settings
 from .errors import install_error_handlers
 from .gateway import VIRTUAL_MODELS, Gateway
 from .middleware import AuthAndLimits
 from .protocol import ChatRequest, chunk_body, completion_body, new_id
+from .ratelimit import RateLimiter
 
 log = logging.getLogger("conclave.app")
 
@@ -32,52 +36,71 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        if any(e.backend == "litellm" for e in gateway.store.list()):
+            await asyncio.to_thread(gateway.backends.get, "litellm")  # pay litellm's import before traffic
         yield
         await gateway.backends.close()
 
     app = FastAPI(title="Conclave", version="0.1.0", lifespan=lifespan,
                   description="OpenAI-compatible gateway composing whole expert LLMs.")
     app.state.gateway = gateway
+    gateway.metrics.watch_schedulers(gateway.backends.stats)
+    auth = Authenticator(settings, gateway.store)
     install_error_handlers(app, gateway.metrics)
-    app.add_middleware(AuthAndLimits, settings=settings, metrics=gateway.metrics)
-    _routes(app, gateway)
+    app.add_middleware(AuthAndLimits, settings=settings, metrics=gateway.metrics, auth=auth)
+    _routes(app, gateway, auth, RateLimiter(settings.redis_url, settings.redis_prefix))
+    app.include_router(admin_routes(gateway, settings))
     return app
 
 
-def _routes(app: FastAPI, gw: Gateway) -> None:
+def principal(request: Request) -> Principal:
+    return request.scope["conclave.principal"]
+
+
+def _routes(app: FastAPI, gw: Gateway, auth: Authenticator, limiter: RateLimiter) -> None:
     @app.get("/health")
     async def health() -> dict:
         return {"status": "ok", "store": gw.store.describe().split(":", 1)[0]}
 
     @app.get("/metrics")
-    async def metrics() -> Response:
+    async def metrics(request: Request) -> Response:
+        if auth.required():
+            require_admin(principal(request))
         return Response(gw.metrics.render(), media_type="text/plain; version=0.0.4")
 
     @app.get("/v1/models")
-    async def models() -> dict:
-        now = int(time.time())
+    async def models(request: Request) -> dict:
+        who, now = principal(request), int(time.time())
         data = [{"id": name, "object": "model", "created": now, "owned_by": "conclave", "description": text}
                 for name, text in VIRTUAL_MODELS.items()]
         data += [{"id": e.name, "object": "model", "created": now, "owned_by": "conclave",
                   "backend": e.backend, "prompt_style": e.prompt_style, "skills": list(e.skills)}
                  for e in gw.store.list()]
-        return {"object": "list", "data": data}
+        return {"object": "list", "data": [m for m in data if who.allows(m["id"])]}
 
     @app.post("/v1/chat/completions")
-    async def chat(req: ChatRequest) -> Response:
+    async def chat(req: ChatRequest, request: Request) -> Response:
         bad = req.forbidden_fields()
         if bad:
             raise InvalidRequest(f"field {bad[0]!r} is not accepted: the gateway decides where traffic goes",
                                  param=bad[0])
+        who = principal(request)
+        who.check_model(req.model)
+        await limiter.admit(who)
+
+        async def spend(usage: dict | None) -> None:
+            await limiter.spend_tokens(who, (usage or {}).get("total_tokens", 0))
+
         if req.stream:
-            return await _stream(gw, req)
-        routed, gen = await gw.complete(req)
+            return await _stream(gw, req, who, spend)
+        routed, gen = await gw.complete(req, allowed=who.models)
+        await spend(gen.usage)
         body = completion_body(new_id(), routed.expert.name, gen.text, gen.finish_reason, gen.usage, routed.info())
         return JSONResponse(body, headers=_headers(routed))
 
 
-async def _stream(gw: Gateway, req: ChatRequest) -> Response:
-    routed, chunks = await gw.open_stream(req)
+async def _stream(gw: Gateway, req: ChatRequest, who: Principal, spend) -> Response:
+    routed, chunks = await gw.open_stream(req, allowed=who.models)
     it = chunks.__aiter__()
     try:
         first = await it.__anext__()  # errors before the first token still get a proper status
@@ -104,6 +127,7 @@ async def _stream(gw: Gateway, req: ChatRequest) -> Response:
             return
         finally:
             await it.aclose()   # the client left or the stream ended: stop the expert
+            await spend(usage)
         yield _sse(chunk_body(rid, model, {}, finish, {"expert": model}))
         if req.include_usage() and usage:
             yield _sse({**chunk_body(rid, model, {}, None, {"expert": model}), "choices": [], "usage": usage})

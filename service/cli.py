@@ -101,8 +101,9 @@ def serve(ctx: Context, host: str, port: int, workers: int, log_level: str):
     store = ctx.store  # fail here, with a clear message, if the store is unreachable
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     click.echo(f"conclave: experts from {store.describe()}; serving on http://{host}:{port}/v1", err=True)
+    # SIGTERM: stop accepting, let in-flight requests finish for up to CONCLAVE_SHUTDOWN_GRACE seconds
     uvicorn.run("service.app:create_app_from_env", factory=True, host=host, port=port, workers=workers,
-                log_level=log_level, reload=False)
+                log_level=log_level, reload=False, timeout_graceful_shutdown=ctx.settings.shutdown_grace)
 
 
 @main.command()
@@ -158,9 +159,11 @@ def chat(ctx: Context, prompt, model, system, max_tokens, temperature, seed, str
 
 def _register_groups() -> None:
     from .cli_experts import experts
+    from .cli_keys import keys
     from .cli_profile import profile
 
     main.add_command(experts)
+    main.add_command(keys)
     main.add_command(profile)
 
 

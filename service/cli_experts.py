@@ -58,7 +58,10 @@ def add(ctx: Context, name, backend, model_ref, from_json, replace, **fields):
       conclave experts add gpt-mini --backend litellm --model openai/gpt-4o-mini --api-key-env OPENAI_API_KEY
       conclave experts show smollm2 --json > e.json && conclave experts add --from-json e.json --replace
     """
+    from experts_registry.upstream import check_upstream
+
     expert = _expert_from_file(from_json) if from_json else _expert_from_options(name, backend, model_ref, fields)
+    check_upstream(expert.api_base, ctx.settings.allow_unsafe_upstreams)
     ctx.store.add(expert, replace=replace)
     click.echo(f"{'replaced' if replace else 'added'} expert {expert.name!r} ({expert.backend}: {expert.model})")
 

@@ -36,6 +36,20 @@ class Settings:
     moe_aggregator: str = "vote"
     aggregator_expert: str | None = None
     llama_threads: int | None = None
+    admin_keys: frozenset[str] = field(default_factory=frozenset)
+    allow_unsafe_upstreams: bool = False
+    key_cache_seconds: float = 5.0
+    retries: int = 2
+    shutdown_grace: float = 30.0
+    fallbacks: int = 2
+    breaker_failures: int = 3
+    breaker_cooldown: float = 30.0
+    worker_memory_mb: int | None = None
+    sched_workers: int = 1
+    sched_max_batch: int = 8
+    sched_max_wait: float = 10.0
+    sched_queue_per_expert: int = 64
+    sched_queue_total: int = 256
 
     def with_(self, **changes) -> "Settings":
         return replace(self, **changes)
@@ -54,15 +68,18 @@ def _number(env, name: str, default, cast=int, minimum=1):
     return value
 
 
+def _keys(raw: str) -> frozenset[str]:
+    return frozenset(k.strip() for k in raw.split(",") if k.strip())
+
+
 def load_settings(env: dict | None = None) -> Settings:
     env = os.environ if env is None else env
     home = Path(env["CONCLAVE_HOME"]).expanduser() if env.get("CONCLAVE_HOME") else default_home()
-    keys = frozenset(k.strip() for k in env.get("CONCLAVE_API_KEYS", "").split(",") if k.strip())
     return Settings(
         home=home,
         redis_url=env.get("CONCLAVE_REDIS_URL") or None,
         redis_prefix=env.get("CONCLAVE_REDIS_PREFIX", "conclave:"),
-        api_keys=keys,
+        api_keys=_keys(env.get("CONCLAVE_API_KEYS", "")),
         max_body_bytes=_number(env, "CONCLAVE_MAX_BODY_BYTES", 1_000_000),
         max_messages=_number(env, "CONCLAVE_MAX_MESSAGES", 256),
         max_tokens_cap=_number(env, "CONCLAVE_MAX_TOKENS_CAP", 2048),
@@ -75,4 +92,18 @@ def load_settings(env: dict | None = None) -> Settings:
         moe_aggregator=env.get("CONCLAVE_MOE_AGGREGATOR", "vote"),
         aggregator_expert=env.get("CONCLAVE_AGGREGATOR_EXPERT") or None,
         llama_threads=_number(env, "CONCLAVE_LLAMA_THREADS", None),
+        admin_keys=_keys(env.get("CONCLAVE_ADMIN_KEYS", "")),
+        allow_unsafe_upstreams=env.get("CONCLAVE_ALLOW_UNSAFE_UPSTREAMS", "") in ("1", "true", "yes"),
+        key_cache_seconds=_number(env, "CONCLAVE_KEY_CACHE_SECONDS", 5.0, float, 0.0),
+        retries=_number(env, "CONCLAVE_RETRIES", 2, int, 0),
+        shutdown_grace=_number(env, "CONCLAVE_SHUTDOWN_GRACE", 30.0, float, 0.0),
+        fallbacks=_number(env, "CONCLAVE_FALLBACKS", 2, int, 0),
+        breaker_failures=_number(env, "CONCLAVE_BREAKER_FAILURES", 3),
+        breaker_cooldown=_number(env, "CONCLAVE_BREAKER_COOLDOWN", 30.0, float, 0.0),
+        worker_memory_mb=_number(env, "CONCLAVE_WORKER_MEMORY_MB", None),
+        sched_workers=_number(env, "CONCLAVE_SCHED_WORKERS", 1),
+        sched_max_batch=_number(env, "CONCLAVE_SCHED_MAX_BATCH", 8),
+        sched_max_wait=_number(env, "CONCLAVE_SCHED_MAX_WAIT", 10.0, float, 0.001),
+        sched_queue_per_expert=_number(env, "CONCLAVE_SCHED_QUEUE_PER_EXPERT", 64),
+        sched_queue_total=_number(env, "CONCLAVE_SCHED_QUEUE_TOTAL", 256),
     )

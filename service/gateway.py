@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import AsyncIterator
 
 from experts_registry import Store
 from experts_registry.errors import (ConclaveError, ConfigError, ExpertNotFound, ExpertTimeout,
-                                     InvalidRequest, ModelNotFound)
+                                     InvalidRequest, ModelNotFound, PermissionDenied, UpstreamError)
 from experts_registry.model import Expert
 from router import ROUTERS, Decision, RouteRequest
 
@@ -21,6 +21,7 @@ from .aggregator_profile import best_aggregator, load_aggregator_profile
 from .config import VIRTUAL_AUTO, VIRTUAL_MOE, Settings
 from .metrics import Metrics
 from .protocol import ChatRequest
+from .reliability import Breakers, backoff_delay
 
 VIRTUAL_MODELS = {
     VIRTUAL_AUTO: "routes each request to the best expert with the configured router",
@@ -34,6 +35,7 @@ class Routed:
     decision: Decision | None
     aggregation: fanout.Aggregation | None = None
     with_candidates: bool = False
+    failed: dict[str, str] = field(default_factory=dict)   # experts that failed before a fallback
 
     def info(self) -> dict:
         info = {"expert": self.expert.name}
@@ -41,6 +43,8 @@ class Routed:
             info["route"] = self.decision.to_dict()
         if self.aggregation is not None:
             info["aggregation"] = self.aggregation.info(self.with_candidates)
+        if self.failed:
+            info["fallback_from"] = self.failed
         return info
 
 
@@ -50,6 +54,7 @@ class Gateway:
         self.store = store
         self.backends = backends
         self.metrics = metrics or Metrics()
+        self.breakers = Breakers(settings.breaker_failures, settings.breaker_cooldown)
         self._routers: dict[str, object] = {}
 
     def router(self, name: str | None):
@@ -60,23 +65,26 @@ class Gateway:
             self._routers[name] = ROUTERS[name](generalist=self.settings.generalist)
         return self._routers[name]
 
-    def resolve(self, req: ChatRequest) -> Routed:
+    def resolve(self, req: ChatRequest, allowed: tuple[str, ...] = ()) -> Routed:
         if req.model in VIRTUAL_MODELS:
-            return self.route(req)
+            return self.route(req, allowed)
         try:
             return Routed(self.store.get(req.model), None)
         except ExpertNotFound:
             raise ModelNotFound(f"the model {req.model!r} does not exist: GET /v1/models lists the experts "
                                 f"and the virtual model {VIRTUAL_AUTO!r}", param="model") from None
 
-    def route(self, req: ChatRequest) -> Routed:
+    def route(self, req: ChatRequest, allowed: tuple[str, ...] = ()) -> Routed:
+        """Route over the registered experts (only those in ``allowed``, when the key is restricted)."""
         opts = req.conclave
         router = self.router(opts.router if opts else None)
         text = req.prompt_text()
         if not text.strip():
             raise InvalidRequest("the prompt is empty: a routed request needs a user message with text",
                                  param="messages")
-        candidates = self.store.list()
+        candidates = [e for e in self.store.list() if not allowed or e.name in allowed]
+        if not candidates:
+            raise PermissionDenied("none of the experts this API key may use is registered", param="model")
         k = opts.k if opts and opts.k else (self.settings.moe_k if req.model == VIRTUAL_MOE else 1)
         decision = router.route(RouteRequest(text=text), candidates, k=k)
         by_name = {e.name: e for e in candidates}
@@ -98,22 +106,64 @@ class Gateway:
         return GenParams(max_tokens=wanted or self.settings.default_max_tokens, temperature=req.temperature,
                          top_p=req.top_p, stop=tuple(req.stop or ()), seed=req.seed)
 
-    async def open_stream(self, req: ChatRequest) -> tuple[Routed, AsyncIterator[Delta]]:
+    async def open_stream(self, req: ChatRequest, allowed: tuple[str, ...] = ()) -> tuple[Routed, AsyncIterator[Delta]]:
         """Resolve the request and start the answer; errors before the first token raise here."""
-        routed = self.resolve(req)
+        routed = self.resolve(req, allowed)
         params = self.params(req)
         messages = [{"role": m.role, "content": m.text()} for m in req.messages]
         if routed.decision is not None and routed.decision.k > 1:
             return await self._aggregate(req, routed, messages, params)
-        return routed, self.call(routed.expert, messages, params)
+        if routed.decision is None:
+            return routed, self.call(routed.expert, messages, params)
+        return await self._with_fallback(routed, messages, params)
 
-    def call(self, expert: Expert, messages: list[dict], params: GenParams) -> AsyncIterator[Delta]:
-        """One expert's answer as a stream, under the deadline, counted in the metrics."""
-        chunks = self.backends.get(expert.backend).stream(expert, messages, params)
-        return self._accounted(expert.name, _deadline(chunks, self.settings.expert_timeout, expert.name))
+    async def _with_fallback(self, routed: Routed, messages, params) -> tuple[Routed, AsyncIterator[Delta]]:
+        """A routed answer from the chosen expert, or, if it fails before its first token, from the
+        next experts of the decision (up to CONCLAVE_FALLBACKS more)."""
+        by_name = {e.name: e for e in self.store.list()}
+        order = [c.expert for c in routed.decision.choices if c.expert in by_name]
+        failed: dict[str, str] = {}
+        for name in order[: self.settings.fallbacks + 1]:
+            it = self.call(by_name[name], messages, params).__aiter__()
+            try:
+                first = await anext(it, None)
+            except UpstreamError as exc:
+                failed[name] = exc.message
+                last = exc
+                continue
+            if failed:
+                self.metrics.fallbacks.labels(next(iter(failed)), name).inc()
+            routed.expert, routed.failed = by_name[name], failed
+            return routed, _prepend(first, it)
+        raise last
 
-    async def complete(self, req: ChatRequest) -> tuple[Routed, Generation]:
-        routed, chunks = await self.open_stream(req)
+    async def call(self, expert: Expert, messages: list[dict], params: GenParams) -> AsyncIterator[Delta]:
+        """One expert's answer as a stream: under the deadline, counted in the metrics, behind its
+        circuit breaker, retried (before the first token only) on retryable upstream errors."""
+        breaker = self.breakers.get(expert.name)
+        breaker.check(expert.name, time.monotonic())
+        for attempt in range(self.settings.retries + 1):
+            chunks = self.backends.get(expert.backend).stream(expert, messages, params)
+            it = self._accounted(expert.name, _deadline(chunks, self.settings.expert_timeout, expert.name))
+            try:
+                first = await anext(it, None)
+            except UpstreamError as exc:
+                if not exc.retryable or attempt == self.settings.retries:
+                    if breaker.failure(time.monotonic()):  # one failure per call, retries included
+                        self.metrics.breaker_trips.labels(expert.name).inc()
+                    raise
+                self.metrics.retries.labels(expert.name).inc()
+                await asyncio.sleep(backoff_delay(attempt + 1, exc))
+                continue
+            breaker.success()
+            if first is not None:
+                yield first
+                async for delta in it:
+                    yield delta
+            return
+
+    async def complete(self, req: ChatRequest, allowed: tuple[str, ...] = ()) -> tuple[Routed, Generation]:
+        routed, chunks = await self.open_stream(req, allowed)
         return routed, await collect(chunks)
 
     async def _aggregate(self, req, routed: Routed, messages, params) -> tuple[Routed, AsyncIterator[Delta]]:
@@ -188,5 +238,11 @@ async def _deadline(chunks: AsyncIterator[Delta], seconds: float, expert: str) -
         await it.aclose()
 
 
-def describe_error(exc: BaseException) -> ConclaveError:
-    return exc if isinstance(exc, ConclaveError) else ConclaveError("internal error")
+async def _prepend(first: Delta | None, rest: AsyncIterator[Delta]) -> AsyncIterator[Delta]:
+    try:
+        if first is not None:
+            yield first
+            async for delta in rest:
+                yield delta
+    finally:
+        await rest.aclose()

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
@@ -18,6 +21,10 @@ class Metrics:
                                         buckets=BUCKETS, registry=r)
         self.tokens = Counter("conclave_tokens", "Tokens by expert and kind", ["expert", "kind"], registry=r)
         self.errors = Counter("conclave_errors", "Errors returned to clients by type", ["type"], registry=r)
+        self.retries = Counter("conclave_retries", "Retries of expert calls", ["expert"], registry=r)
+        self.fallbacks = Counter("conclave_fallbacks", "Routed requests answered by a fallback expert",
+                                 ["failed", "answered"], registry=r)
+        self.breaker_trips = Counter("conclave_breaker_trips", "Circuit breaker openings", ["expert"], registry=r)
         self.routed = Counter("conclave_routed", "Routing decisions by router and chosen expert", ["router", "expert"], registry=r)
 
     def expert_done(self, expert: str, outcome: str, seconds: float, usage: dict | None) -> None:
@@ -27,5 +34,49 @@ class Metrics:
             self.tokens.labels(expert, "prompt").inc(usage.get("prompt_tokens", 0))
             self.tokens.labels(expert, "completion").inc(usage.get("completion_tokens", 0))
 
+    def watch_schedulers(self, source: Callable[[], dict[str, dict]]) -> None:
+        """Export scheduler snapshots (``{kind: SchedStats.snapshot()}``), read at scrape time."""
+        if not getattr(self, "_watching", False):
+            self.registry.register(_SchedulerCollector(source))
+            self._watching = True
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _SchedulerCollector:
+    """conclave_scheduler_*: loads, unloads, seconds loading vs generating, batches and their sizes,
+    queue wait p50/p99 per expert, rejected (429) and cancelled requests."""
+
+    def __init__(self, source: Callable[[], dict[str, dict]]):
+        self.source = source
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        snaps = self.source()
+        p = "conclave_scheduler_"
+        loads = CounterMetricFamily(p + "loads", "Model loads by backend kind and expert", labels=["kind", "expert"])
+        unloads = CounterMetricFamily(p + "unloads", "Model unloads by backend kind", labels=["kind"])
+        secs = CounterMetricFamily(p + "seconds", "Worker seconds by phase (load, unload, generate)",
+                                   labels=["kind", "phase"])
+        batches = CounterMetricFamily(p + "batches", "Batches run by backend kind", labels=["kind"])
+        jobs = CounterMetricFamily(p + "jobs", "Requests run, cancelled or rejected (429)", labels=["kind", "outcome"])
+        size = GaugeMetricFamily(p + "batch_size_mean", "Mean batch size", labels=["kind"])
+        wait = GaugeMetricFamily(p + "queue_wait_seconds", "Queue wait quantiles per expert (recent requests)",
+                                 labels=["kind", "expert", "quantile"])
+        for kind, s in snaps.items():
+            for expert, n in s["loads_by_expert"].items():
+                loads.add_metric([kind, expert], n)
+            unloads.add_metric([kind], s["unloads"])
+            for phase in ("load", "unload", "generate"):
+                secs.add_metric([kind, phase], s[f"{phase}_seconds"])
+            batches.add_metric([kind], s["batches"])
+            for outcome in ("jobs", "cancelled", "rejected"):
+                jobs.add_metric([kind, "run" if outcome == "jobs" else outcome], s[outcome])
+            size.add_metric([kind], s["batch_size_mean"])
+            for expert, w in s["wait_by_expert"].items():
+                for q in ("p50", "p99"):
+                    wait.add_metric([kind, expert, "0.5" if q == "p50" else "0.99"], w[q])
+        return [loads, unloads, secs, batches, jobs, size, wait]

@@ -1,4 +1,4 @@
-"""Pure ASGI middleware: API keys, bounded request bodies, request metrics.
+"""Pure ASGI middleware: who is calling (API keys), bounded request bodies, request metrics.
 
 Pure ASGI (not BaseHTTPMiddleware) so streaming responses pass through untouched
 and the checks run on every request, async path included.
@@ -6,30 +6,31 @@ and the checks run on every request, async path included.
 
 from __future__ import annotations
 
-import hmac
 import json
 import time
 
 from experts_registry.errors import AuthenticationError, ConclaveError, PayloadTooLarge
 
+from .auth import Authenticator
 from .config import Settings
 from .metrics import Metrics
 
-OPEN_PATHS = {"/health"}
+OPEN_PATHS = {"/health", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}  # the API description is public
+KNOWN_ROUTES = {"/v1/chat/completions", "/v1/models", "/health", "/metrics"}
 
 
 class AuthAndLimits:
-    def __init__(self, app, settings: Settings, metrics: Metrics):
+    def __init__(self, app, settings: Settings, metrics: Metrics, auth: Authenticator):
         self.app = app
         self.settings = settings
         self.metrics = metrics
-        self.keys = [k.encode() for k in settings.api_keys]
+        self.auth = auth
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         t0, status = time.perf_counter(), [500]
-        route = scope["path"] if scope["path"] in ("/v1/chat/completions", "/v1/models", "/health", "/metrics") else "other"
+        route = scope["path"] if scope["path"] in KNOWN_ROUTES else ("/admin" if scope["path"].startswith("/admin/") else "other")
 
         async def send_wrapped(message):
             if message["type"] == "http.response.start":
@@ -50,17 +51,11 @@ class AuthAndLimits:
             self.metrics.latency.labels(route).observe(time.perf_counter() - t0)
 
     def _authorise(self, scope) -> None:
-        if not self.keys or scope["path"] in OPEN_PATHS:
+        """Resolve the caller into ``scope["conclave.principal"]`` (routes check what it may do)."""
+        if scope["path"] in OPEN_PATHS:
             return
-        header = dict(scope["headers"]).get(b"authorization", b"")
-        scheme, _, token = header.partition(b" ")
-        token = token.strip()
-        # compare against every key so timing does not reveal which prefix matched
-        ok = False
-        for key in self.keys:
-            ok |= hmac.compare_digest(token, key)
-        if scheme.lower() != b"bearer" or not token or not ok:
-            raise AuthenticationError("missing or invalid API key: send 'Authorization: Bearer <key>'")
+        header = dict(scope["headers"]).get(b"authorization")
+        scope["conclave.principal"] = self.auth.authenticate(header.decode("latin-1") if header else None)
 
     async def _bounded_body(self, scope, receive):
         if scope["method"] not in ("POST", "PUT", "PATCH"):

@@ -248,3 +248,31 @@ def test_a_dead_expert_among_k_leaves_the_survivor_answering(client, gateway):
         assert list(agg["failed"]) == ["dead-end"] and completion.choices[0].message.content
     finally:
         subprocess.run([CONCLAVE, "experts", "remove", "dead-end"], env=_env(home), timeout=60)
+
+
+def test_sigterm_lets_the_in_flight_answer_finish(tmp_path):
+    """Graceful shutdown: a request in flight when SIGTERM arrives is still answered in full."""
+    import signal
+
+    from .servers import CONCLAVE as exe, free_port, _wait_ready
+    import os
+
+    port, log = free_port(), tmp_path / "log"
+    env = {**os.environ, "CONCLAVE_HOME": str(tmp_path / "h"), "CONCLAVE_SHUTDOWN_GRACE": "60"}
+    with open(log, "w") as out:
+        proc = subprocess.Popen([exe, "serve", "--port", str(port)], stdout=out, stderr=subprocess.STDOUT, env=env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(base, proc, log)
+        body = {"model": "smollm2", "messages": [{"role": "user", "content": "Write a long story about a dragon."}],
+                "max_tokens": 120, "temperature": 0, "stream": True}
+        with httpx.stream("POST", base + "/v1/chat/completions", json=body, timeout=120) as r:
+            lines = r.iter_lines()
+            next(lines)                       # the answer has started
+            proc.send_signal(signal.SIGTERM)  # shutdown begins while it streams
+            rest = [l for l in lines if l]
+        assert rest[-1] == "data: [DONE]"
+        assert proc.wait(timeout=60) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal it handled
+    finally:
+        if proc.poll() is None:
+            proc.kill()

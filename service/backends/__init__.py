@@ -11,9 +11,9 @@ from .base import Backend, Delta, GenParams, Generation, collect, usage_dict
 
 
 def _llamacpp(s: Settings) -> Backend:
-    from .llamacpp import LlamaCppBackend
+    from .scheduled import scheduled
 
-    return LlamaCppBackend(s.home, s.max_loaded_models, s.llama_threads)
+    return scheduled("llamacpp", s)   # one (or CONCLAVE_SCHED_WORKERS) in-process llama.cpp worker
 
 
 def _litellm(s: Settings) -> Backend:
@@ -38,6 +38,10 @@ class BackendPool:
                                         f"(available: {', '.join(sorted(self.factories))})")
             self._made[kind] = self.factories[kind](self.settings)
         return self._made[kind]
+
+    def stats(self) -> dict[str, dict]:
+        """Scheduler snapshots of the backends built so far that run behind a scheduler."""
+        return {kind: b.stats() for kind, b in self._made.items() if hasattr(b, "stats")}
 
     async def close(self) -> None:
         for backend in self._made.values():

@@ -26,6 +26,7 @@ def _litellm():
 
 def _kwargs(expert: Expert, params: GenParams, timeout: float) -> dict:
     kw = {"model": expert.model, "max_tokens": params.max_tokens, "stream": True, "timeout": timeout,
+          "num_retries": 0, "max_retries": 0,  # the gateway retries, with its own budget and breaker
           "api_key": os.environ.get(expert.api_key_env, "") if expert.api_key_env else "none"}
     if expert.api_base:
         kw["api_base"] = expert.api_base
@@ -39,6 +40,17 @@ def _kwargs(expert: Expert, params: GenParams, timeout: float) -> dict:
     return kw
 
 
+def _retry_after(exc: Exception) -> float | None:
+    """The upstream's Retry-After header, when the exception carries the response."""
+    headers = getattr(exc, "litellm_response_headers", None) or getattr(getattr(exc, "response", None),
+                                                                        "headers", None)
+    try:
+        value = headers.get("retry-after") if headers is not None else None
+        return float(value) if value is not None else None
+    except (TypeError, ValueError, AttributeError):
+        return None
+
+
 def _scrub(message: str, expert: Expert) -> str:
     key = os.environ.get(expert.api_key_env or "", "")
     if key and len(key) >= 4:
@@ -49,6 +61,7 @@ def _scrub(message: str, expert: Expert) -> str:
 class LiteLLMBackend:
     def __init__(self, timeout: float = 120.0):
         self.timeout = timeout
+        _litellm()  # import now (3-4 s), not inside the first request's deadline
 
     async def stream(self, expert: Expert, messages: list[dict], params: GenParams):
         litellm = _litellm()
@@ -66,8 +79,13 @@ class LiteLLMBackend:
         except Exception as exc:  # the boundary to a third-party library: every failure names the expert
             if isinstance(exc, litellm.Timeout):
                 raise ExpertTimeout(f"expert {expert.name!r} timed out", expert=expert.name) from None
+            status = getattr(exc, "status_code", None)
+            retryable = (isinstance(exc, (litellm.APIConnectionError, litellm.InternalServerError,
+                                          litellm.ServiceUnavailableError, litellm.RateLimitError))
+                         or (isinstance(status, int) and (status == 429 or status >= 500)))
             raise UpstreamError(f"expert {expert.name!r} failed: {type(exc).__name__}: "
-                                f"{_scrub(str(exc), expert)}", expert=expert.name) from None
+                                f"{_scrub(str(exc), expert)}", expert=expert.name, retryable=retryable,
+                                retry_after=_retry_after(exc)) from None
 
     async def close(self) -> None:
         return None

@@ -1,0 +1,24 @@
+"""Workers: processes or threads that host expert models and run batches of jobs on them.
+
+``WORKERS`` maps a backend kind to a factory ``(settings, name) -> Worker``.  Heavy
+imports (llama_cpp, vllm) happen inside the factories, never at import time.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from ..config import Settings
+from .base import END, Job, Worker
+
+
+def _llamacpp(settings: Settings, name: str = "llamacpp-0") -> Worker:
+    from .llamacpp_worker import LlamaCppWorker
+
+    return LlamaCppWorker(settings.home, max_models=settings.max_loaded_models,
+                          memory_mb=settings.worker_memory_mb, threads=settings.llama_threads, name=name)
+
+
+WORKERS: dict[str, Callable[..., Worker]] = {"llamacpp": _llamacpp}
+
+__all__ = ["END", "Job", "WORKERS", "Worker"]

@@ -1,0 +1,134 @@
+"""A worker that hosts GGUF experts in-process through llama-cpp-python.
+
+llama-cpp-python runs one sequence at a time on a ``Llama`` object, so a batch
+runs its jobs back to back on the loaded model; the win of batching here is
+loading each model once for many requests.  ``unload`` calls ``Llama.close()``
+(the model's memory is freed).  Each loaded expert owns its ``Llama`` object:
+prompt variants of one GGUF are separate loads.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from experts_registry.bundled import resolve_gguf
+from experts_registry.errors import ExpertUnavailable, UpstreamError
+from experts_registry.model import Expert
+
+from ..backends.base import Delta, usage_dict
+from ..prompting import chat_messages, completion_prompt
+from .base import Job, Worker
+
+log = logging.getLogger("conclave.llamacpp")
+
+
+@dataclass
+class Loaded:
+    llm: object
+    formatter: object | None
+
+
+class LlamaCppWorker(Worker):
+    def __init__(self, home: Path, max_models: int = 1, memory_mb: int | None = None,
+                 threads: int | None = None, name: str = "llamacpp-0"):
+        super().__init__(max_models, memory_mb, name)
+        self.home = Path(home)
+        self.threads = threads
+        self.models: dict[str, Loaded] = {}
+
+    def load(self, expert: Expert) -> float:
+        t0 = time.perf_counter()
+        if expert.name not in self.models:
+            self.models[expert.name] = _load(expert, self.home, self.threads)
+            self.hosted[expert.name] = expert
+            log.info("%s loaded %s in %.2f s", self.name, expert.name, time.perf_counter() - t0)
+        return time.perf_counter() - t0
+
+    def unload(self, name: str) -> float:
+        t0 = time.perf_counter()
+        model = self.models.pop(name, None)
+        self.hosted.pop(name, None)
+        if model is not None:
+            model.llm.close()
+        return time.perf_counter() - t0
+
+    def generate(self, expert: Expert, batch: list[Job]) -> None:
+        model = self.models.get(expert.name)
+        if model is None:
+            raise ExpertUnavailable(f"expert {expert.name!r} is not loaded on {self.name}", expert=expert.name)
+        for job in batch:
+            if job.cancel.is_set():
+                continue
+            try:
+                _generate(model, expert, job)
+            except UpstreamError as exc:
+                job.fail(exc)
+            except Exception as exc:  # reported to the waiting request, never lost
+                log.warning("generation for %s failed: %s", expert.name, exc)
+                job.fail(UpstreamError(f"expert {expert.name!r} failed: {exc}", expert=expert.name))
+
+
+def _load(expert: Expert, home: Path, threads: int | None) -> Loaded:
+    try:
+        from llama_cpp import Llama
+    except ImportError:
+        raise ExpertUnavailable("llama-cpp-python is not installed: run 'bash scripts/install.sh'",
+                                expert=expert.name) from None
+    path = resolve_gguf(expert.model, home)
+    try:
+        llm = Llama(model_path=str(path), n_ctx=expert.context_length, n_threads=threads or os.cpu_count(),
+                    verbose=False)
+    except Exception as exc:  # llama.cpp raises ValueError/RuntimeError on bad files
+        raise ExpertUnavailable(f"expert {expert.name!r} failed to load {path.name}: {exc}",
+                                expert=expert.name) from None
+    return Loaded(llm, _chat_formatter(llm) if expert.prompt_style == "chat" else None)
+
+
+def _chat_formatter(llm):
+    """The GGUF's own chat template, rendered by llama-cpp-python's Jinja formatter."""
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    template = llm.metadata.get("tokenizer.chat_template")
+    if not template:
+        return None
+    def text(token_id: int) -> str:
+        return llm._model.token_get_text(token_id) if token_id != -1 else ""
+    return Jinja2ChatFormatter(template=template, eos_token=text(llm.token_eos()), bos_token=text(llm.token_bos()))
+
+
+def _render(model: Loaded, expert: Expert, messages: list[dict]) -> tuple[str, list[str]]:
+    if expert.prompt_style == "completion":
+        return completion_prompt(expert, messages), list(expert.stop)
+    msgs = chat_messages(expert, messages)
+    if model.formatter is None:
+        raise ExpertUnavailable(f"expert {expert.name!r} is a chat expert but its GGUF has no chat template: "
+                                "register it with --prompt-style completion", expert=expert.name)
+    rendered = model.formatter(messages=msgs)
+    stop = rendered.stop if isinstance(rendered.stop, list) else ([rendered.stop] if rendered.stop else [])
+    return rendered.prompt, stop + list(expert.stop)
+
+
+def _generate(model: Loaded, expert: Expert, job: Job) -> None:
+    prompt, stop = _render(model, expert, job.messages)
+    llm, p = model.llm, job.params
+    prompt_tokens = len(llm.tokenize(prompt.encode(), add_bos=True, special=True))
+    kwargs = {"max_tokens": p.max_tokens, "stop": (stop + list(p.stop)) or None, "stream": True}
+    for name in ("temperature", "top_p", "seed"):
+        if getattr(p, name) is not None:
+            kwargs[name] = getattr(p, name)
+    parts, finish = [], "stop"
+    for chunk in llm.create_completion(prompt, **kwargs):
+        if job.cancel.is_set():
+            return
+        choice = chunk["choices"][0]
+        if choice.get("text"):
+            parts.append(choice["text"])
+            job.emit(Delta(choice["text"]))
+        finish = choice.get("finish_reason") or finish
+    text = "".join(parts)
+    completion_tokens = len(llm.tokenize(text.encode(), add_bos=False, special=False)) if text else 0
+    job.emit(Delta("", finish, usage_dict(prompt_tokens, completion_tokens)))

@@ -1,0 +1,94 @@
+"""A controllable OpenAI-compatible upstream for fault injection: run as
+``python -m tests.fake_upstream PORT``.  The requested ``model`` picks the behaviour:
+
+    ok            a short answer (streamed or not)
+    429-N         429 with Retry-After: 1 for the first N requests, then ok
+    500-N         500 for the first N requests, then ok
+    500           always 500
+    hang          never answers
+    reset         closes the connection without a response
+    midstream     streams two chunks, then drops the connection
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+import time
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+SEEN: Counter = Counter()
+
+
+def chunk(text: str, finish=None) -> bytes:
+    body = {"id": "x", "object": "chat.completion.chunk", "created": 0, "model": "m",
+            "choices": [{"index": 0, "delta": {"content": text} if text else {}, "finish_reason": finish}]}
+    return f"data: {json.dumps(body)}\n\n".encode()
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):  # quiet
+        pass
+
+    def _json(self, status: int, body: dict, headers: dict | None = None) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(data)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _drop(self) -> None:
+        """Cut the TCP connection now (close() alone leaves it open behind rfile/wfile)."""
+        self.close_connection = True
+        self.connection.shutdown(socket.SHUT_RDWR)
+
+    def do_GET(self):
+        self._json(200, {"seen": dict(SEEN)})
+
+    def do_POST(self):
+        req = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))) or b"{}")
+        model = req.get("model", "ok")
+        SEEN[model] += 1
+        kind, _, count = model.partition("-")
+        failing = not count or SEEN[model] <= int(count)
+        if kind == "429" and failing:
+            return self._json(429, {"error": {"message": "slow down"}}, {"retry-after": "1"})
+        if kind == "500" and failing:
+            return self._json(500, {"error": {"message": "boom"}})
+        if kind == "hang":
+            time.sleep(3600)
+        if kind == "reset":
+            return self._drop()
+        if req.get("stream"):
+            return self._stream(kind == "midstream")
+        self._json(200, {"id": "x", "object": "chat.completion", "created": 0, "model": model,
+                         "choices": [{"index": 0, "message": {"role": "assistant", "content": "upstream ok"},
+                                      "finish_reason": "stop"}],
+                         "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}})
+
+    def _stream(self, break_midway: bool) -> None:
+        self.send_response(200)
+        self.send_header("content-type", "text/event-stream")
+        self.send_header("transfer-encoding", "chunked")
+        self.end_headers()
+        for piece in (["upstream", " partial"] if break_midway else ["upstream", " ok"]):
+            data = chunk(piece)
+            self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+            self.wfile.flush()
+        if break_midway:
+            return self._drop()
+        for data in (chunk("", "stop"), b"data: [DONE]\n\n"):
+            self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+        self.wfile.write(b"0\r\n\r\n")
+
+
+if __name__ == "__main__":
+    ThreadingHTTPServer.daemon_threads = True
+    ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
