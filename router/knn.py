@@ -175,7 +175,7 @@ class KnnRouter:
         topic = ""
         if self.params["prior"] == "category":
             _, cat, conf = self.category_prior(emb)
-            topic = f"; prior: accuracy on category {cat} ({conf:.2f})"
+            topic = f"; prior: accuracy on the likely category {cat} (p={conf:.2f})"
         return Decision(tuple(choices), k, self.name, self._reason(choices[:k], sims, k) + topic)
 
     def _why(self, col: int, idx, w, prior) -> dict:

@@ -19,9 +19,9 @@ FORMAT = 1
 
 def not_trained(router: str, folder: str | Path | None) -> ConfigError:
     where = f" at {folder}" if folder else ""
-    return ConfigError(f"router {router!r} has no trained state{where}: train it with "
-                       f"'conclave router train {router} --out DIR' and point the router's "
-                       "'state' option at DIR", param="router")
+    how = ("'conclave profile build' (live) or 'conclave profile build --replay'" if router == "skills"
+           else f"'conclave router train {router}'")
+    return ConfigError(f"router {router!r} has no trained state{where}: build it with {how}", param="router")
 
 
 def save_state(folder: str | Path, router: str, arrays: Mapping[str, np.ndarray],

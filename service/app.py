@@ -36,6 +36,7 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        await asyncio.to_thread(gateway.routers.warm)  # the configured router and its encoder, or fail now
         if any(e.backend == "litellm" for e in gateway.store.list()):
             await asyncio.to_thread(gateway.backends.get, "litellm")  # pay litellm's import before traffic
         yield

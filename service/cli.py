@@ -99,6 +99,7 @@ def serve(ctx: Context, host: str, port: int, workers: int, log_level: str):
     import uvicorn
 
     store = ctx.store  # fail here, with a clear message, if the store is unreachable
+    ctx.gateway().routers.get()  # ... or if the configured router was never trained
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     click.echo(f"conclave: experts from {store.describe()}; serving on http://{host}:{port}/v1", err=True)
     # SIGTERM: stop accepting, let in-flight requests finish for up to CONCLAVE_SHUTDOWN_GRACE seconds
@@ -158,13 +159,16 @@ def chat(ctx: Context, prompt, model, system, max_tokens, temperature, seed, str
 
 
 def _register_groups() -> None:
+    from benchmarks.cli import bench
+
     from .cli_experts import experts
     from .cli_keys import keys
     from .cli_profile import profile
+    from .cli_router import route, router_group
+    from .cli_worker import worker
 
-    main.add_command(experts)
-    main.add_command(keys)
-    main.add_command(profile)
+    for command in (experts, keys, profile, route, router_group, bench, worker):
+        main.add_command(command)
 
 
 _register_groups()

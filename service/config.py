@@ -50,6 +50,7 @@ class Settings:
     sched_max_wait: float = 10.0
     sched_queue_per_expert: int = 64
     sched_queue_total: int = 256
+    sched_queue: str = "local"
 
     def with_(self, **changes) -> "Settings":
         return replace(self, **changes)
@@ -70,6 +71,15 @@ def _number(env, name: str, default, cast=int, minimum=1):
 
 def _keys(raw: str) -> frozenset[str]:
     return frozenset(k.strip() for k in raw.split(",") if k.strip())
+
+
+def _sched_queue(env) -> str:
+    queue = env.get("CONCLAVE_SCHED_QUEUE", "local") or "local"
+    if queue not in ("local", "redis"):
+        raise ConfigError(f"CONCLAVE_SCHED_QUEUE must be 'local' or 'redis' (got {queue!r})")
+    if queue == "redis" and not env.get("CONCLAVE_REDIS_URL"):
+        raise ConfigError("CONCLAVE_SCHED_QUEUE=redis needs CONCLAVE_REDIS_URL")
+    return queue
 
 
 def load_settings(env: dict | None = None) -> Settings:
@@ -106,4 +116,5 @@ def load_settings(env: dict | None = None) -> Settings:
         sched_max_wait=_number(env, "CONCLAVE_SCHED_MAX_WAIT", 10.0, float, 0.001),
         sched_queue_per_expert=_number(env, "CONCLAVE_SCHED_QUEUE_PER_EXPERT", 64),
         sched_queue_total=_number(env, "CONCLAVE_SCHED_QUEUE_TOTAL", 256),
+        sched_queue=_sched_queue(env),
     )

@@ -13,7 +13,7 @@ from experts_registry import Store
 from experts_registry.errors import (ConclaveError, ConfigError, ExpertNotFound, ExpertTimeout,
                                      InvalidRequest, ModelNotFound, PermissionDenied, UpstreamError)
 from experts_registry.model import Expert
-from router import ROUTERS, Decision, RouteRequest
+from router import Decision
 
 from .backends import BackendPool, Delta, GenParams, Generation, collect
 from . import fanout
@@ -22,6 +22,7 @@ from .config import VIRTUAL_AUTO, VIRTUAL_MOE, Settings
 from .metrics import Metrics
 from .protocol import ChatRequest
 from .reliability import Breakers, backoff_delay
+from .routing import RouterHost
 
 VIRTUAL_MODELS = {
     VIRTUAL_AUTO: "routes each request to the best expert with the configured router",
@@ -55,29 +56,20 @@ class Gateway:
         self.backends = backends
         self.metrics = metrics or Metrics()
         self.breakers = Breakers(settings.breaker_failures, settings.breaker_cooldown)
-        self._routers: dict[str, object] = {}
+        self.routers = RouterHost(settings)
 
-    def router(self, name: str | None):
-        name = name or self.settings.router
-        if name not in ROUTERS:
-            raise InvalidRequest(f"unknown router {name!r}; available: {', '.join(sorted(ROUTERS))}", param="router")
-        if name not in self._routers:
-            self._routers[name] = ROUTERS[name](generalist=self.settings.generalist)
-        return self._routers[name]
-
-    def resolve(self, req: ChatRequest, allowed: tuple[str, ...] = ()) -> Routed:
+    async def resolve(self, req: ChatRequest, allowed: tuple[str, ...] = ()) -> Routed:
         if req.model in VIRTUAL_MODELS:
-            return self.route(req, allowed)
+            return await self.route(req, allowed)
         try:
             return Routed(self.store.get(req.model), None)
         except ExpertNotFound:
             raise ModelNotFound(f"the model {req.model!r} does not exist: GET /v1/models lists the experts "
-                                f"and the virtual model {VIRTUAL_AUTO!r}", param="model") from None
+                                f"and the virtual models {', '.join(VIRTUAL_MODELS)}", param="model") from None
 
-    def route(self, req: ChatRequest, allowed: tuple[str, ...] = ()) -> Routed:
+    async def route(self, req: ChatRequest, allowed: tuple[str, ...] = ()) -> Routed:
         """Route over the registered experts (only those in ``allowed``, when the key is restricted)."""
         opts = req.conclave
-        router = self.router(opts.router if opts else None)
         text = req.prompt_text()
         if not text.strip():
             raise InvalidRequest("the prompt is empty: a routed request needs a user message with text",
@@ -86,7 +78,7 @@ class Gateway:
         if not candidates:
             raise PermissionDenied("none of the experts this API key may use is registered", param="model")
         k = opts.k if opts and opts.k else (self.settings.moe_k if req.model == VIRTUAL_MOE else 1)
-        decision = router.route(RouteRequest(text=text), candidates, k=k)
+        decision = await self.routers.route(opts.router if opts else None, text, candidates, k)
         by_name = {e.name: e for e in candidates}
         chosen = decision.experts[0]
         if chosen not in by_name:
@@ -108,7 +100,7 @@ class Gateway:
 
     async def open_stream(self, req: ChatRequest, allowed: tuple[str, ...] = ()) -> tuple[Routed, AsyncIterator[Delta]]:
         """Resolve the request and start the answer; errors before the first token raise here."""
-        routed = self.resolve(req, allowed)
+        routed = await self.resolve(req, allowed)
         params = self.params(req)
         messages = [{"role": m.role, "content": m.text()} for m in req.messages]
         if routed.decision is not None and routed.decision.k > 1:

@@ -86,8 +86,11 @@ def client_for():
     clients = []
 
     def make(gateway, **settings_changes):
+        from service.routing import RouterHost
+
         settings = gateway.settings.with_(**settings_changes)
         gateway.settings = settings
+        gateway.routers = RouterHost(settings)
         c = TestClient(create_app(settings, gateway))
         clients.append(c)
         return c

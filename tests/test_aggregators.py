@@ -193,3 +193,24 @@ def test_synthesis_clips_long_candidates_keeping_the_conclusion():
     assert "[...]" in content and "The answer is (C)." in content
     assert len(content) < 1500
     assert clip("short", 300) == "short"
+
+
+def test_replay_vote_agrees_with_the_vote_aggregator():
+    """The vectorised vote used by `conclave bench replay` and the gateway's `vote` aggregator pick the
+    same answer on recorded letters (k <= 3, scores falling with rank, 'NONE' = no vote)."""
+    import numpy as np
+
+    from aggregators import VoteAggregator
+    from aggregators.base import Candidate
+    from router.vote import LETTERS, vote
+
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        k = int(rng.integers(1, 4))
+        answers = rng.integers(-1, 4, size=k)
+        texts = [LETTERS[a] if a >= 0 else "NONE" for a in answers]
+        candidates = [Candidate(f"e{i}", t, score=1.0 - i / 10) for i, t in enumerate(texts)]
+        plan = VoteAggregator().plan("q", candidates, choices="ABCD")
+        expected = vote(answers[None, :])[0]
+        got = plan.detail["answer"]
+        assert (LETTERS[expected] if expected >= 0 else None) == got, (texts, plan.detail)

@@ -276,3 +276,26 @@ def test_sigterm_lets_the_in_flight_answer_finish(tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_live_skill_profiles_route_real_requests(tmp_path):
+    """`conclave profile build` with the real experts on MMLU dev, then the gateway routes with it."""
+    import os
+
+    home = tmp_path / "h"
+    env = {**os.environ, "CONCLAVE_HOME": str(home)}
+    build = subprocess.run([CONCLAVE, "profile", "build", "--n", "3", "--max-tokens", "24"],
+                           capture_output=True, text=True, env=env, timeout=600)
+    assert build.returncode == 0, build.stderr
+    assert "skills profile: 2 experts" in build.stdout and (home / "outcomes" / "live.json").is_file()
+    with running_gateway(home, tmp_path / "log", CONCLAVE_ROUTER="skills") as base:
+        client = openai.OpenAI(base_url=base + "/v1", api_key="unused", max_retries=0, timeout=120)
+        raw = client.chat.completions.with_raw_response.create(
+            model="conclave-auto", max_tokens=8, temperature=0,
+            messages=[{"role": "user", "content": "What is the derivative of x^2?"}])
+        assert raw.headers["x-conclave-router"] == "skills"
+        route = raw.parse().to_dict()["conclave"]["route"]
+        assert route["experts"][0] in ("smollm2", "gemma-3-270m") and "global competency" in route["reason"]
+    bad = subprocess.run([CONCLAVE, "serve", "--port", "1"], capture_output=True, text=True, timeout=60,
+                         env={**env, "CONCLAVE_ROUTER": "coe"})
+    assert bad.returncode == 1 and "conclave router train coe" in bad.stderr

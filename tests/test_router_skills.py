@@ -120,7 +120,7 @@ def test_errors_are_clear(tmp_path):
         router.route(RouteRequest("q", metadata={"skills": ["law"]}), candidates(("mathy",)), 1)
     with pytest.raises(InvalidRequest, match="needs the request's skills"):
         router.route(RouteRequest("q"), candidates(("a",)), 1)
-    with pytest.raises(ConfigError, match="conclave router train skills"):
+    with pytest.raises(ConfigError, match="conclave profile build"):
         ROUTERS["skills"](state=str(tmp_path / "nothing"))
 
 

@@ -11,6 +11,10 @@ from .base import Backend, Delta, GenParams, Generation, collect, usage_dict
 
 
 def _llamacpp(s: Settings) -> Backend:
+    if s.sched_queue == "redis":   # worker processes (`conclave worker`) serve the shared queue
+        from ..scheduler.redis_queue import RedisFront
+
+        return RedisFront(s.redis_url, s.redis_prefix, s.sched_queue_total)
     from .scheduled import scheduled
 
     return scheduled("llamacpp", s)   # one (or CONCLAVE_SCHED_WORKERS) in-process llama.cpp worker

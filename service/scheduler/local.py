@@ -133,25 +133,8 @@ class LocalScheduler:
         now = self.clock()
         for item in pick.items:
             self.stats.waited(item.expert, now - item.at)
-        live = [j for j in jobs if not j.cancel.is_set()]
         try:
-            if live and expert.name not in worker.loaded():
-                t0 = time.perf_counter()
-                gone = worker.make_room(expert, order)
-                self.stats.unloaded(len(gone), time.perf_counter() - t0)
-                self.stats.loaded(expert.name, worker.load(expert))
-            if live:
-                t0 = time.perf_counter()
-                worker.generate(expert, live)
-                self.stats.generated(len(live), time.perf_counter() - t0)
-        except ConclaveError as exc:
-            for j in live:
-                j.fail(exc)
-        except Exception as exc:  # a worker bug must still answer every waiting request
-            log.exception("worker %s failed on %s", worker.name, expert.name)
-            for j in live:
-                j.fail(UpstreamError(f"expert {expert.name!r} failed on worker {worker.name}: {exc}",
-                                     expert=expert.name))
+            serve_batch(worker, expert, [j for j in jobs if not j.cancel.is_set()], order, self.stats)
         finally:
             for j in jobs:
                 j.close()
@@ -168,6 +151,29 @@ class LocalScheduler:
             t.join(timeout=30)
         for w in self.workers:
             w.close()
+
+
+def serve_batch(worker: Worker, expert: Expert, live: list[Job], order: list[str], stats: SchedStats) -> None:
+    """Make room, load ``expert`` if needed, run the batch; every failure is reported to the jobs."""
+    if not live:
+        return
+    try:
+        if expert.name not in worker.loaded():
+            t0 = time.perf_counter()
+            gone = worker.make_room(expert, order)
+            stats.unloaded(len(gone), time.perf_counter() - t0)
+            stats.loaded(expert.name, worker.load(expert))
+        t0 = time.perf_counter()
+        worker.generate(expert, live)
+        stats.generated(len(live), time.perf_counter() - t0)
+    except ConclaveError as exc:
+        for j in live:
+            j.fail(exc)
+    except Exception as exc:  # a worker bug must still answer every waiting request
+        log.exception("worker %s failed on %s", worker.name, expert.name)
+        for j in live:
+            j.fail(UpstreamError(f"expert {expert.name!r} failed on worker {worker.name}: {exc}",
+                                 expert=expert.name))
 
 
 def _sink(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue):

@@ -5,7 +5,10 @@
 
 1. **Wait bound.**  If a request has waited ``max_wait`` seconds or more, the expert of the
    oldest such request goes next (loaded or not; ties prefer a loaded expert).  This is the
-   no-starvation rule: no request waits past ``max_wait`` plus the batch in progress and one load.
+   no-starvation rule: a request past the bound goes before every request that is not, so it
+   waits ``max_wait`` plus the batch in progress, one switch, and the batches of requests that
+   crossed the bound before it (none when the load leaves room to visit every expert once per
+   ``max_wait``).
 2. **Loaded first.**  Otherwise, if an expert loaded on this worker has pending requests, serve
    it (the best-scoring one if several): no load cost at all.
 3. **Switch by score.**  Otherwise load the expert with the highest score

@@ -1,0 +1,150 @@
+"""A worker process serving the Redis Streams queue (see ``redis_queue``).
+
+    python -m service.scheduler.redis_worker [--name NAME] [--kind llamacpp] [--reclaim-ms 5000]
+
+Settings come from the environment like the gateway's (CONCLAVE_REDIS_URL is required,
+CONCLAVE_REDIS_PREFIX, CONCLAVE_SCHED_MAX_BATCH, CONCLAVE_SCHED_MAX_WAIT, CONCLAVE_MAX_LOADED_MODELS,
+CONCLAVE_WORKER_MEMORY_MB).  ``--kind fake`` runs the scripted test worker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import logging
+import os
+import signal
+import threading
+import time
+
+from experts_registry.errors import ConfigError
+from experts_registry.model import Expert
+
+from ..workers.base import Job, Worker
+from .local import serve_batch
+from .policy import BatchPolicy, Pending
+from .redis_queue import GROUP, PUBLISH, answer_payload, keys, params_from
+from .stats import SchedStats
+
+log = logging.getLogger("conclave.worker")
+
+
+class RedisWorkerLoop:
+    def __init__(self, url: str, prefix: str, worker: Worker, policy: BatchPolicy, name: str,
+                 reclaim_ms: int = 5000):
+        import redis
+
+        self.r = redis.Redis.from_url(url)
+        self.keys, self.worker, self.policy, self.name = keys(prefix), worker, policy, name
+        self.reclaim_ms = reclaim_ms
+        self.held: dict[int, tuple[bytes, str, Expert, list, object]] = {}  # seq -> (entry id, job id, ...)
+        self.stats = SchedStats()
+        self.stop = threading.Event()
+        self._seq = itertools.count(1)
+        self._publish = self.r.register_script(PUBLISH)
+        self._lock = threading.Lock()
+
+    def run(self) -> None:
+        try:
+            self.r.xgroup_create(self.keys["jobs"], GROUP, id="0", mkstream=True)
+        except Exception as exc:  # BUSYGROUP: it exists already
+            if "BUSYGROUP" not in str(exc):
+                raise
+        threading.Thread(target=self._heartbeat, daemon=True).start()
+        while not self.stop.is_set():
+            self._fetch(block_ms=0 if self.policy.pending() else 500)
+            pick = self.policy.next(self.worker.loaded(), time.monotonic())
+            if pick is not None:
+                self._serve(pick)
+                self.policy.done(pick.expert)
+        self.worker.close()
+
+    def _fetch(self, block_ms: int) -> None:
+        _, claimed, *_ = self.r.xautoclaim(self.keys["jobs"], GROUP, self.name, self.reclaim_ms, "0-0", count=50)
+        fresh = self.r.xreadgroup(GROUP, self.name, {self.keys["jobs"]: ">"}, count=50, block=block_ms or None)
+        entries = list(claimed) + [e for _, batch in (fresh or []) for e in batch]
+        for entry_id, fields in entries:
+            if entry_id in {h[0] for h in self.held.values()}:
+                continue
+            f = {k.decode(): v.decode() for k, v in fields.items()}
+            expert = Expert.from_json(f["expert"])
+            seq = next(self._seq)
+            with self._lock:
+                self.held[seq] = (entry_id, f["id"], expert, json.loads(f["messages"]),
+                                  params_from(f["params"]))
+            self.policy.add(Pending(seq, expert.name, time.monotonic()))
+
+    def _serve(self, pick) -> None:
+        expert = self.held[pick.items[0].id][2]
+        jobs, outs = [], {}
+        for item in pick.items:
+            entry_id, job_id, _, messages, params = self.held[item.id]
+            out: list = []
+            outs[item.id] = out
+            job = Job(expert.name, messages, params, out.append, id=item.id)
+            if self.r.exists(self.keys["cancel"] + job_id) or self.r.exists(self.keys["done"] + job_id):
+                job.cancel.set()
+            jobs.append(job)
+        serve_batch(self.worker, expert, [j for j in jobs if not j.cancel.is_set()],
+                    self.policy.eviction_order(self.worker.loaded()), self.stats)
+        for job in jobs:
+            self._finish(job, outs[job.id])
+
+    def _finish(self, job: Job, out: list) -> None:
+        entry_id, job_id = self.held[job.id][:2]
+        if not job.cancel.is_set():
+            error = next((x for x in out if isinstance(x, BaseException)), None)
+            self._publish(keys=[self.keys["done"] + job_id, self.keys["reply"] + job_id],
+                          args=[self.name, answer_payload([x for x in out if hasattr(x, "text")], error)])
+        self.r.xack(self.keys["jobs"], GROUP, entry_id)
+        self.r.xdel(self.keys["jobs"], entry_id)
+        with self._lock:
+            del self.held[job.id]
+
+    def _heartbeat(self) -> None:
+        """Keep the jobs this worker holds from looking abandoned (XCLAIM resets their idle time)."""
+        while not self.stop.wait(self.reclaim_ms / 3000):
+            with self._lock:
+                ids = [h[0] for h in self.held.values()]
+            if ids:
+                self.r.xclaim(self.keys["jobs"], GROUP, self.name, 0, ids, justid=True)
+
+
+def make_worker(kind: str, settings, name: str) -> Worker:
+    if kind == "fake":
+        from ..workers.fake import FakeWorker
+
+        return FakeWorker(settings.max_loaded_models, settings.worker_memory_mb, name,
+                          gen_s=float(os.environ.get("CONCLAVE_FAKE_GEN_S", "0.2")))
+    from ..workers import WORKERS
+
+    return WORKERS[kind](settings, name)
+
+
+def serve_worker(name: str, kind: str = "llamacpp", reclaim_ms: int = 5000) -> None:
+    """Serve the Redis queue until SIGTERM (the batch in progress finishes first)."""
+    from ..config import load_settings
+
+    s = load_settings()
+    if not s.redis_url:
+        raise ConfigError("set CONCLAVE_REDIS_URL: a worker process serves the gateways' Redis queue")
+    loop = RedisWorkerLoop(s.redis_url, s.redis_prefix, make_worker(kind, s, name),
+                           BatchPolicy(s.sched_max_batch, s.sched_max_wait), name, reclaim_ms)
+    signal.signal(signal.SIGTERM, lambda *_: loop.stop.set())
+    log.info("worker %s serving %s", name, loop.keys["jobs"])
+    loop.run()
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--name", default=f"worker-{os.getpid()}")
+    ap.add_argument("--kind", default="llamacpp")
+    ap.add_argument("--reclaim-ms", type=int, default=5000)
+    a = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO)
+    serve_worker(a.name, a.kind, a.reclaim_ms)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""Fitted routers behind the gateway: conclave-auto, per-request router choice, explanations, bad config."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from router.encoder import HashingEncoder
+from router.outcomes import Outcomes
+from router.training import train_router
+from service.cli import main
+from service.routing import router_dir
+
+CHAT = "/v1/chat/completions"
+MATH = ["solve the equation x + 2 = 5", "integrate x squared", "what is 7 times 8", "factor x^2 - 1"]
+TALK = ["tell me a story about a cat", "write a poem about rain", "describe a sunny day", "greet my friend"]
+
+
+def train_knn(home):
+    """knn fitted on outcomes where 'mathy' is right on maths and 'echo' on the rest."""
+    texts = MATH * 3 + TALK * 3
+    is_math = np.array([t in MATH for t in texts])
+    correct = np.stack([~is_math, is_math], axis=1).astype(np.float32)   # columns: echo, mathy
+    enc = HashingEncoder(64)
+    outcomes = Outcomes(experts=("echo", "mathy"), correct=correct, texts=tuple(texts),
+                        embeddings=enc.encode(texts), active_params={"echo": 1.0, "mathy": 1.0},
+                        question_ids=tuple(range(len(texts))))
+    train_router("knn", outcomes, router_dir_of(home) / "knn", encoder=enc)
+
+
+def router_dir_of(home):
+    from service.config import load_settings
+
+    return router_dir(load_settings().with_(home=home))
+
+
+@pytest.fixture
+def knn_client(fake_gateway, client_for):
+    train_knn(fake_gateway.settings.home)
+    return client_for(fake_gateway, router="knn")
+
+
+def ask(client, text, **conclave):
+    body = {"model": "conclave-auto", "messages": [{"role": "user", "content": text}]}
+    if conclave:
+        body["conclave"] = conclave
+    return client.post(CHAT, json=body)
+
+
+def test_configured_knn_router_routes_and_explains(knn_client):
+    r = ask(knn_client, "integrate x squared")
+    assert r.status_code == 200, r.text
+    assert r.headers["x-conclave-router"] == "knn" and r.headers["x-conclave-expert"] == "mathy"
+    route = r.json()["conclave"]["route"]
+    assert route["router"] == "knn" and route["experts"] == ["mathy"]
+    assert "nearest recorded questions" in route["reason"]
+    assert route["scores"][0]["neighbour_accuracy"] > route["scores"][1]["neighbour_accuracy"]
+    assert ask(knn_client, "write a poem about rain").headers["x-conclave-expert"] == "echo"
+
+
+def test_router_chosen_per_request(knn_client):
+    r = ask(knn_client, "integrate x squared", router="tags")
+    assert r.headers["x-conclave-router"] == "tags"
+
+
+def test_untrained_router_is_a_clear_error(knn_client):
+    r = ask(knn_client, "integrate x squared", router="coe")
+    assert r.status_code == 500
+    err = r.json()["error"]
+    assert err["code"] == "config_error" and "conclave router train coe" in err["message"]
+
+
+def test_router_trained_for_other_experts_is_a_clear_error(knn_client, fake_gateway):
+    for name in ("echo", "mathy"):
+        fake_gateway.store.remove(name)
+    r = ask(knn_client, "integrate x squared")
+    assert r.status_code == 500 and "retrain it" in r.json()["error"]["message"]
+
+
+def test_conclave_route_prints_the_decision(fake_gateway, isolated_env):
+    train_knn(isolated_env)
+    runner = CliRunner()
+    for name in ("echo", "mathy"):
+        assert runner.invoke(main, ["experts", "add", name, "--backend", "litellm", "--model", "openai/x"]).exit_code == 0
+    out = runner.invoke(main, ["route", "factor x^2 - 1", "--router", "knn"])
+    assert out.exit_code == 0 and out.output.startswith("knn: mathy")
+    bad = runner.invoke(main, ["route", "hi", "--router", "skills"])
+    assert bad.exit_code == 1 and "conclave profile build" in bad.output
+    empty = runner.invoke(main, ["route", "  ", "--router", "knn"])
+    assert empty.exit_code == 1 and "empty" in empty.output
