@@ -94,6 +94,11 @@ class SkillsRouter:
         self.n_skills = n_skills
         self._index = {s: j for j, s in enumerate(profile.skills)}
 
+    @property
+    def encoder(self) -> str | None:
+        """Name of the encoder the profile's skill vectors came from (requests must use the same)."""
+        return self.profile.encoder
+
     def options(self) -> dict:
         return {"temperature": self.temperature, "sample": self.sample, "seed": self.seed,
                 "use_labels": self.use_labels, "n_skills": self.n_skills}

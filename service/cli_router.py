@@ -45,18 +45,27 @@ def _encoder(name: str):
 @click.argument("question")
 @click.option("--router", "router_name", default=None, help="Router name (default: CONCLAVE_ROUTER).")
 @click.option("--k", default=1, show_default=True, type=click.IntRange(1, 16))
+@click.option("--keywords-from", "keyword_expert", default=None,
+              help="skills router: extract the question's skills with this expert (Symbolic-MoE's LLM "
+                   "keyword step; the only expert calls this command makes).")
+@click.option("--samples", default=5, show_default=True, type=click.IntRange(1, 10),
+              help="Keyword samples (a keyword is kept when >= 2 agree).")
 @click.option("--json", "as_json", is_flag=True, help="Print the decision as JSON.")
 @pass_ctx
-def route(ctx: Context, question, router_name, k, as_json):
+def route(ctx: Context, question, router_name, k, keyword_expert, samples, as_json):
     """Show which experts a question would go to, and why, without calling any expert.
 
     \b
-    Example:
+    Examples:
       conclave route "What is the derivative of x^2?" --router knn --k 3
+      conclave route "What is the derivative of x^2?" --router skills --keywords-from smollm2
     """
     from .routing import RouterHost
 
-    decision = asyncio.run(RouterHost(ctx.settings).route(router_name, question, ctx.store.list(), k))
+    metadata = _keywords(ctx, keyword_expert, question, samples) if keyword_expert else {}
+    if keyword_expert:
+        click.echo(f"keywords from {keyword_expert}: {', '.join(metadata.get('skills', [])) or '(none agreed)'}")
+    decision = asyncio.run(RouterHost(ctx.settings).route(router_name, question, ctx.store.list(), k, metadata))
     if as_json:
         click.echo(json.dumps(decision.to_dict(), indent=2))
         return
@@ -64,6 +73,21 @@ def route(ctx: Context, question, router_name, k, as_json):
     click.echo(f"why: {decision.reason}")
     for choice in decision.choices[: max(k, 5)]:
         click.echo(f"  {choice.expert:28} {choice.score:8.4f}  {json.dumps(dict(choice.why))[:120]}")
+
+
+def _keywords(ctx: Context, expert_name: str, question: str, samples: int) -> dict:
+    from .keywords import extract_keywords
+
+    expert, gw = ctx.store.get(expert_name), ctx.gateway()
+
+    async def run():
+        try:
+            return await extract_keywords(gw.call, expert, question, n=samples)
+        finally:
+            await gw.backends.close()
+
+    words = asyncio.run(run())
+    return {"skills": words} if words else {}
 
 
 @click.group("router", cls=Group)

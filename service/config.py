@@ -40,6 +40,8 @@ class Settings:
     allow_unsafe_upstreams: bool = False
     key_cache_seconds: float = 5.0
     retries: int = 2
+    keyword_expert: str | None = None
+    keyword_samples: int = 5
     shutdown_grace: float = 30.0
     fallbacks: int = 2
     breaker_failures: int = 3
@@ -106,6 +108,8 @@ def load_settings(env: dict | None = None) -> Settings:
         allow_unsafe_upstreams=env.get("CONCLAVE_ALLOW_UNSAFE_UPSTREAMS", "") in ("1", "true", "yes"),
         key_cache_seconds=_number(env, "CONCLAVE_KEY_CACHE_SECONDS", 5.0, float, 0.0),
         retries=_number(env, "CONCLAVE_RETRIES", 2, int, 0),
+        keyword_expert=env.get("CONCLAVE_KEYWORD_EXPERT") or None,
+        keyword_samples=_number(env, "CONCLAVE_KEYWORD_SAMPLES", 5),
         shutdown_grace=_number(env, "CONCLAVE_SHUTDOWN_GRACE", 30.0, float, 0.0),
         fallbacks=_number(env, "CONCLAVE_FALLBACKS", 2, int, 0),
         breaker_failures=_number(env, "CONCLAVE_BREAKER_FAILURES", 3),

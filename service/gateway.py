@@ -21,6 +21,7 @@ from .aggregator_profile import best_aggregator, load_aggregator_profile
 from .config import VIRTUAL_AUTO, VIRTUAL_MOE, Settings
 from .metrics import Metrics
 from .protocol import ChatRequest
+from .keywords import extract_keywords
 from .reliability import Breakers, backoff_delay
 from .routing import RouterHost
 
@@ -78,7 +79,8 @@ class Gateway:
         if not candidates:
             raise PermissionDenied("none of the experts this API key may use is registered", param="model")
         k = opts.k if opts and opts.k else (self.settings.moe_k if req.model == VIRTUAL_MOE else 1)
-        decision = await self.routers.route(opts.router if opts else None, text, candidates, k)
+        name = (opts.router if opts else None) or self.settings.router
+        decision = await self.routers.route(name, text, candidates, k, await self._keywords(name, text))
         by_name = {e.name: e for e in candidates}
         chosen = decision.experts[0]
         if chosen not in by_name:
@@ -86,6 +88,14 @@ class Gateway:
                               "retrain the router or register the expert")
         self.metrics.routed.labels(decision.router, chosen).inc()
         return Routed(by_name[chosen], decision, with_candidates=bool(opts and opts.return_candidates))
+
+    async def _keywords(self, router: str, text: str) -> dict:
+        """Symbolic-MoE's LLM keyword extraction, when configured (CONCLAVE_KEYWORD_EXPERT) for skills."""
+        if router != "skills" or not self.settings.keyword_expert:
+            return {}
+        expert = self.store.get(self.settings.keyword_expert)
+        words = await extract_keywords(self.call, expert, text, n=self.settings.keyword_samples)
+        return {"skills": words} if words else {}
 
     def params(self, req: ChatRequest) -> GenParams:
         wanted = req.max_completion_tokens or req.max_tokens

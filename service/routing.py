@@ -54,10 +54,17 @@ class RouterHost:
             return None
         return self.encoder(getattr(router, "encoder", None) or "all-minilm-l6-v2").encode_one(text)
 
-    async def route(self, name: str | None, text: str, candidates: Sequence[Expert], k: int) -> Decision:
+    async def route(self, name: str | None, text: str, candidates: Sequence[Expert], k: int,
+                    metadata: dict | None = None) -> Decision:
+        """Embed (once, cached) what the router needs, then route. ``metadata["skills"]`` holds
+        keywords from the LLM extractor, if one ran; they are embedded for nearest-skill matching."""
         router = self.get(name)
+        metadata = dict(metadata or {})
         embedding = await asyncio.to_thread(self.embed, router, text) if router.needs_embedding else None
-        return router.route(RouteRequest(text=text, embedding=embedding), candidates, k=k)
+        if metadata.get("skills") and router.needs_embedding:
+            enc = self.encoder(getattr(router, "encoder", None) or "all-minilm-l6-v2")
+            metadata["skill_embeddings"] = await asyncio.to_thread(enc.encode, list(metadata["skills"]))
+        return router.route(RouteRequest(text=text, embedding=embedding, metadata=metadata), candidates, k=k)
 
     def warm(self) -> None:
         """Load the configured router and its encoder now (at start), so a bad config fails fast."""

@@ -89,3 +89,24 @@ def test_conclave_route_prints_the_decision(fake_gateway, isolated_env):
     assert bad.exit_code == 1 and "conclave profile build" in bad.output
     empty = runner.invoke(main, ["route", "  ", "--router", "knn"])
     assert empty.exit_code == 1 and "empty" in empty.output
+
+
+def test_skills_router_with_the_llm_keyword_extractor(fake_gateway, client_for):
+    """CONCLAVE_KEYWORD_EXPERT: the question's skills come from n sampled keyword lists (>= 2 agree)."""
+    from .conftest import fake_expert
+
+    texts = MATH * 2 + TALK * 2
+    is_math = np.array([t in MATH for t in texts])
+    outcomes = Outcomes(experts=("echo", "mathy"), correct=np.stack([~is_math, is_math], axis=1),
+                        texts=tuple(texts), labels={"category": ["algebra" if m else "poetry" for m in is_math]},
+                        question_ids=tuple(range(len(texts))))
+    train_router("skills", outcomes, router_dir_of(fake_gateway.settings.home) / "skills",
+                 encoder=HashingEncoder(64), sample=False)
+    fake_gateway.store.add(fake_expert("kw", "say=Algebra, equations"))
+    client = client_for(fake_gateway, router="skills", keyword_expert="kw", keyword_samples=3)
+    r = ask(client, "solve x + 2 = 5")
+    assert r.status_code == 200, r.text
+    route = r.json()["conclave"]["route"]
+    assert route["reason"].startswith("skills from keywords: algebra") and route["experts"] == ["mathy"]
+    calls = [name for name, _ in fake_gateway.backends.get("llamacpp").calls]
+    assert calls.count("kw") == 3

@@ -266,11 +266,15 @@ def test_sigterm_lets_the_in_flight_answer_finish(tmp_path):
         _wait_ready(base, proc, log)
         body = {"model": "smollm2", "messages": [{"role": "user", "content": "Write a long story about a dragon."}],
                 "max_tokens": 120, "temperature": 0, "stream": True}
-        with httpx.stream("POST", base + "/v1/chat/completions", json=body, timeout=120) as r:
-            lines = r.iter_lines()
-            next(lines)                       # the answer has started
-            proc.send_signal(signal.SIGTERM)  # shutdown begins while it streams
-            rest = [l for l in lines if l]
+        rest = []
+        try:
+            with httpx.stream("POST", base + "/v1/chat/completions", json=body, timeout=120) as r:
+                lines = r.iter_lines()
+                next(lines)                       # the answer has started
+                proc.send_signal(signal.SIGTERM)  # shutdown begins while it streams
+                rest = [l for l in lines if l]
+        except httpx.HTTPError as exc:
+            raise AssertionError(f"stream cut after {len(rest)} lines ({exc}); server log:\n{log.read_text()}")
         assert rest[-1] == "data: [DONE]"
         assert proc.wait(timeout=60) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal it handled
     finally:

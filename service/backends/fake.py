@@ -3,7 +3,7 @@
 The expert's ``model`` field picks the behaviour: ``echo`` (repeats the last
 user turn), ``fail`` (raises before the first token), ``hang`` (never answers),
 ``midfail`` (fails after the first token), ``answer=X`` (a short reasoning
-chain ending in "The answer is (X).").
+chain ending in "The answer is (X)."), ``say=TEXT`` (exactly TEXT).
 """
 
 from __future__ import annotations
@@ -29,7 +29,9 @@ class FakeBackend:
             await asyncio.sleep(3600)
         last = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
         text = f"{expert.name} says: {last}"
-        if behaviour.startswith("answer="):
+        if behaviour.startswith("say="):
+            text = behaviour[4:]
+        elif behaviour.startswith("answer="):
             text = f"Let me think step by step. The answer is ({behaviour[7:]})."
         words = text.split(" ")[: params.max_tokens]
         for i, word in enumerate(words):
