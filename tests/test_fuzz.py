@@ -63,8 +63,8 @@ CHAT_BODY = st.fixed_dictionaries(
     {"model": st.sampled_from(["echo", "mathy", "fail", "midfail", "conclave-auto", "conclave-moe", "nope", ""]),
      "messages": st.lists(MESSAGE, max_size=4)},
     optional={"max_tokens": st.one_of(st.integers(-5, 5000), st.text(max_size=3)),
-              "temperature": st.one_of(st.floats(allow_nan=True), st.none()),
-              "top_p": st.floats(-1, 2), "stop": st.one_of(st.text(max_size=5), st.lists(st.text(max_size=5))),
+              "temperature": st.one_of(st.floats(allow_nan=False, allow_infinity=False), st.none()),
+              "top_p": st.floats(-1, 2, allow_nan=False), "stop": st.one_of(st.text(max_size=5), st.lists(st.text(max_size=5))),
               "seed": st.integers(), "n": st.integers(0, 3), "stream": st.booleans(),
               "conclave": st.one_of(st.none(), st.fixed_dictionaries(
                   {}, optional={"k": st.integers(-1, 20), "router": st.sampled_from(["tags", "zzz"]),
@@ -89,3 +89,14 @@ def test_chat_bodies_aimed_at_real_models_never_cause_5xx(app):
             check_response(r, body)
         check()
     assert {200, 404, 422} <= seen   # the bodies reached success, unknown-model and validation paths
+
+
+def test_non_finite_numbers_in_raw_json_are_client_errors(app):
+    from fastapi.testclient import TestClient
+
+    with TestClient(app) as client:
+        for raw in (b'{"model": "echo", "messages": [{"role": "user", "content": "x"}], "temperature": NaN}',
+                    b'{"model": "echo", "messages": [{"role": "user", "content": "x"}], "top_p": Infinity}'):
+            r = client.post("/v1/chat/completions", content=raw, headers={
+                "content-type": "application/json", "Authorization": f"Bearer {ADMIN_SECRET}"})
+            assert 400 <= r.status_code < 500, r.text

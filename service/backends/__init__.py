@@ -26,7 +26,13 @@ def _litellm(s: Settings) -> Backend:
     return LiteLLMBackend(s.expert_timeout)
 
 
-BACKENDS: dict[str, Callable[[Settings], Backend]] = {"llamacpp": _llamacpp, "litellm": _litellm}
+def _vllm(s: Settings) -> Backend:
+    from .scheduled import scheduled
+
+    return scheduled("vllm", s)   # in-process vLLM engines (one per loaded model), expert-batched
+
+
+BACKENDS: dict[str, Callable[[Settings], Backend]] = {"llamacpp": _llamacpp, "litellm": _litellm, "vllm": _vllm}
 
 
 class BackendPool:

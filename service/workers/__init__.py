@@ -19,6 +19,13 @@ def _llamacpp(settings: Settings, name: str = "llamacpp-0") -> Worker:
                           memory_mb=settings.worker_memory_mb, threads=settings.llama_threads, name=name)
 
 
-WORKERS: dict[str, Callable[..., Worker]] = {"llamacpp": _llamacpp}
+def _vllm(settings: Settings, name: str = "vllm-0") -> Worker:
+    from .vllm_worker import VllmWorker   # imports no vllm: that happens on the first load
+
+    return VllmWorker(settings.home, max_models=settings.max_loaded_models,
+                      memory_mb=settings.worker_memory_mb, name=name)
+
+
+WORKERS: dict[str, Callable[..., Worker]] = {"llamacpp": _llamacpp, "vllm": _vllm}
 
 __all__ = ["END", "Job", "WORKERS", "Worker"]
