@@ -30,7 +30,7 @@ def experts():
 
 @experts.command("add")
 @click.argument("name", required=False)
-@click.option("--backend", type=click.Choice(BACKENDS), help="llamacpp (local GGUF) or litellm (remote endpoint).")
+@click.option("--backend", type=click.Choice(BACKENDS), help="llamacpp (in-process GGUF), vllm (in-process vLLM engine) or litellm (remote endpoint).")
 @click.option("--model", "model_ref", help="GGUF path or bundled:<id> for llamacpp; litellm model string otherwise.")
 @click.option("--prompt-style", type=click.Choice(PROMPT_STYLES), default="chat", show_default=True)
 @click.option("--template", help="Completion template with {prompt}, e.g. 'Q: {prompt}\\nA:'.")
