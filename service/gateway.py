@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import AsyncIterator
 
 from experts_registry import Store
-from experts_registry.errors import (ConclaveError, ConfigError, ExpertNotFound, ExpertTimeout,
+from experts_registry.errors import (ConfigError, ExpertNotFound, ExpertTimeout,
                                      InvalidRequest, ModelNotFound, PermissionDenied, UpstreamError)
 from experts_registry.model import Expert
 from router import Decision
