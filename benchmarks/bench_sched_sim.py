@@ -8,8 +8,12 @@ simulator with a parametrised cost model (defaults: RUNTIME.md's H100 figures), 
 workload (all requests at t=0) and on Poisson arrivals at several utilisations
 (rate = utilisation * workers / gen_s), with 1 and 4 one-model workers.  Prints, per row:
 loads, makespan and its ratio to the lower bound (generation + one cold load per distinct expert),
-p50/p99 latency, the most loads of one expert within one max_wait window, and "split" loads
-(an expert reloaded after being unloaded with requests still queued).
+p50/p99 latency, the most loads of one expert within one max_wait window ("batch window"), "split"
+loads (an expert reloaded after being unloaded with requests still queued) and requests refused at
+admission (429 with Retry-After).  Policies: "scheduler" is the gateway's default (reload gap =
+max_wait: an expert is loaded at most once per batch window), "no-reload-gap" the same without the
+gap (lower latency at light load, more loads), "admission=bound" the default plus refusing requests
+the queue would keep past the wait bound (CONCLAVE_SCHED_ADMISSION=bound), "fcfs" the baseline.
 """
 
 from __future__ import annotations
@@ -21,12 +25,27 @@ from service.scheduler.policy import BatchPolicy, FcfsPolicy
 from .sched_sim import PROFILES, lower_bound, offline_grouped, simulate, workload
 
 HEADER = (f"{'workload':<16}{'W':>2} {'policy':<21}{'loads':>6}{'makespan s':>12}{'/LB':>7}"
-          f"{'p50 s':>9}{'p99 s':>9}{'bound s':>9}{'max/win':>8}{'split':>6}")
+          f"{'p50 s':>9}{'p99 s':>9}{'bound s':>9}{'max/win':>8}{'split':>6}{'refused':>8}")
 
 
 def row(name, workers, res, lb, bound, window) -> str:
     return (f"{name:<16}{workers:>2} {res.policy:<21}{res.loads:>6}{res.makespan:>12.0f}{res.makespan / lb:>7.3f}"
-            f"{res.p(50):>9.1f}{res.p(99):>9.1f}{bound:>9.1f}{res.max_loads_per_window(window):>8}{res.split_loads:>6}")
+            f"{res.p(50):>9.1f}{res.p(99):>9.1f}{bound:>9.1f}{res.max_loads_per_window(window):>8}"
+            f"{res.split_loads:>6}{res.rejected:>8}")
+
+
+def runs_for(arrivals, cost, workers: int, max_batch: int, max_wait: float, online: bool) -> list:
+    def batch(gap: float) -> BatchPolicy:
+        return BatchPolicy(max_batch, max_wait, gap)
+
+    runs = [simulate(batch(max_wait), arrivals, cost, workers, "scheduler")]
+    if online:
+        runs += [simulate(batch(0.0), arrivals, cost, workers, "no-reload-gap"),
+                 simulate(batch(max_wait), arrivals, cost, workers, "admission=bound", admission=True)]
+    runs.append(simulate(FcfsPolicy(1, max_wait), arrivals, cost, workers, "fcfs"))
+    if not online:
+        runs.append(offline_grouped(arrivals, cost, workers))
+    return runs
 
 
 def main(argv=None) -> None:
@@ -50,11 +69,7 @@ def main(argv=None) -> None:
         for name, rate in loads:
             arrivals = workload(a.requests, a.experts, rate, seed=a.seed)
             lb = max(lower_bound(arrivals, cost, workers), arrivals[-1][0] + cost.gen_s)
-            runs = [simulate(BatchPolicy(a.max_batch, a.max_wait), arrivals, cost, workers, "scheduler"),
-                    simulate(FcfsPolicy(1, a.max_wait), arrivals, cost, workers, "fcfs")]
-            if rate is None:
-                runs.append(offline_grouped(arrivals, cost, workers))
-            for res in runs:
+            for res in runs_for(arrivals, cost, workers, a.max_batch, a.max_wait, rate is not None):
                 print(row(name, workers, res, lb, a.max_wait + service, a.max_wait))
             if rate is not None:    # visiting every expert once per max_wait must fit in the capacity
                 need = float(name.split("=")[1]) + a.experts * cost.warm_s / (a.max_wait * workers)

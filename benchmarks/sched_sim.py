@@ -42,6 +42,7 @@ class Result:
     latencies: list[float] = field(default_factory=list)
     load_times: dict[str, list[float]] = field(default_factory=dict)   # expert -> times it was loaded
     split_loads: int = 0       # loads of an expert that had been unloaded with requests still queued
+    rejected: int = 0          # refused at admission (429 with Retry-After), never silently dropped
 
     def p(self, q: float) -> float:
         return percentile(self.latencies, q)
@@ -53,7 +54,7 @@ class Result:
             times = sorted(times)
             j = 0
             for i, t in enumerate(times):
-                while times[i] - times[j] >= window:
+                while times[i] - times[j] >= window - 1e-6:   # (float sums of the same gap)
                     j += 1
                 best = max(best, i - j + 1)
         return best
@@ -81,27 +82,32 @@ def lower_bound(arrivals: list[tuple[float, str]], cost: Cost, workers: int) -> 
 
 
 def simulate(policy: BatchPolicy, arrivals: list[tuple[float, str]], cost: Cost, workers: int = 1,
-             label: str = "") -> Result:
-    """Feed the arrivals to ``policy`` and run ``workers`` one-model workers until all are served."""
+             label: str = "", admission: bool = False) -> Result:
+    """Feed the arrivals to ``policy`` and run ``workers`` one-model workers until all are served.
+    ``admission``: ask ``policy.admit`` (with the cost model's figures) before queueing."""
     res = Result(label or type(policy).__name__, workers)
     loaded: list[list[str]] = [[] for _ in range(workers)]
     seen: list[set[str]] = [set() for _ in range(workers)]
     left_behind: set[str] = set()
     idle = set(range(workers))
-    events = [(t, 0, i, None) for i, (t, _) in enumerate(arrivals)]   # (time, kind 0=arrive 1=free, id, worker)
+    # (time, kind 0=arrive 1=free 2=wake, id, worker)
+    events: list[tuple] = [(t, 0, i, None) for i, (t, _) in enumerate(arrivals)]
     heapq.heapify(events)
     while events:
         now = events[0][0]
         while events and events[0][0] == now:    # everything that happens at ``now``, then decide
             _, kind, ref, w = heapq.heappop(events)
             if kind == 0:
-                policy.add(Pending(ref, arrivals[ref][1], now))
-            else:
+                _arrive(policy, Pending(ref, arrivals[ref][1], now), loaded, cost, res, admission)
+            elif kind == 1:
                 policy.done(ref)
                 idle.add(w)
         for w in sorted(idle):
             pick = policy.next(loaded[w], now, worker=w)
             if pick is None:
+                wake = policy.wake_at(now)
+                if wake is not None and wake > now:
+                    heapq.heappush(events, (wake, 2, 0, w))
                 continue
             idle.discard(w)
             end = now + _switch(pick.expert, w, loaded, seen, left_behind, policy, cost, res, now)
@@ -111,6 +117,15 @@ def simulate(policy: BatchPolicy, arrivals: list[tuple[float, str]], cost: Cost,
             res.makespan = max(res.makespan, end)
             heapq.heappush(events, (end, 1, pick.expert, w))
     return res
+
+
+def _arrive(policy, item: Pending, loaded, cost: Cost, res: Result, admission: bool) -> None:
+    if admission:
+        here = {e for names in loaded for e in names}
+        if policy.admit(item.expert, item.at, here, cost.gen_s, cost.warm_s, len(loaded)) is not None:
+            res.rejected += 1
+            return
+    policy.add(item)
 
 
 def _switch(expert, w, loaded, seen, left_behind, policy, cost, res, now) -> float:

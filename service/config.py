@@ -52,10 +52,19 @@ class Settings:
     sched_max_wait: float = 10.0
     sched_queue_per_expert: int = 64
     sched_queue_total: int = 256
+    sched_reload_gap: float | None = None   # None: the wait bound (one load per expert per batch window)
+    sched_admission: str = "queue"          # "queue": queue-size bounds only; "bound": also refuse past the wait bound
     sched_queue: str = "local"
 
     def with_(self, **changes) -> "Settings":
         return replace(self, **changes)
+
+
+def _choice(env, name: str, options: tuple[str, ...]) -> str:
+    raw = env.get(name) or options[0]
+    if raw not in options:
+        raise ConfigError(f"{name} must be one of {', '.join(options)} (got {raw!r})")
+    return raw
 
 
 def _number(env, name: str, default, cast=int, minimum=1):
@@ -120,5 +129,7 @@ def load_settings(env: dict | None = None) -> Settings:
         sched_max_wait=_number(env, "CONCLAVE_SCHED_MAX_WAIT", 10.0, float, 0.001),
         sched_queue_per_expert=_number(env, "CONCLAVE_SCHED_QUEUE_PER_EXPERT", 64),
         sched_queue_total=_number(env, "CONCLAVE_SCHED_QUEUE_TOTAL", 256),
+        sched_reload_gap=_number(env, "CONCLAVE_SCHED_RELOAD_GAP", None, float, 0),
+        sched_admission=_choice(env, "CONCLAVE_SCHED_ADMISSION", ("queue", "bound")),
         sched_queue=_sched_queue(env),
     )

@@ -176,3 +176,42 @@ def test_http_429_with_retry_after_when_the_queue_is_full(fake_gateway, client_f
     w.gate.set()
     assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
     assert r.json()["error"]["code"] == "rate_limited"
+
+
+def test_reload_gap_holds_a_lone_request_then_a_timed_wake_serves_it():
+    async def main():
+        w = FakeWorker(max_models=1)
+        s = LocalScheduler([w], BatchPolicy(max_batch=4, max_wait=5, reload_gap=0.4))
+        await ask(s, "a")
+        await ask(s, "b")                                   # a is swapped out for b
+        t0 = time.monotonic()
+        again = await ask(s, "a", "again")                  # a was loaded < 0.4 s ago: held, then woken
+        held = time.monotonic() - t0
+        s.close()
+        return w, again, held
+    w, again, held = asyncio.run(main())
+    assert again.text == "a: again"
+    assert w.loads() == ["a", "b", "a"]
+    assert held >= 0.2                                      # it waited for the gap (no notify woke it)
+
+
+def test_admission_bound_refuses_work_the_queue_would_keep_past_the_wait_bound():
+    async def main():
+        w = FakeWorker(max_models=1, gen_s=0.3)
+        s = LocalScheduler([w], BatchPolicy(max_batch=8, max_wait=1.0), admission="bound")
+        await ask(s, "a")                                   # measures ~0.3 s per request
+        w.gate.clear()
+        running = asyncio.create_task(ask(s, "a", "running"))
+        await asyncio.sleep(0.05)
+        queued = [asyncio.create_task(ask(s, "a", f"q{i}")) for i in range(2)]   # 0.3 and 0.6 s ahead
+        await asyncio.sleep(0.05)
+        with pytest.raises(RateLimited, match="past the wait bound") as refused:
+            await ask(s, "a", "one too many")               # 3 x 0.3 s = 0.9 s > 0.8 x the 1 s bound
+        w.gate.set()
+        done = await asyncio.gather(running, *queued)
+        s.close()
+        return refused.value, done, s.stats.snapshot()
+    refused, done, snap = asyncio.run(main())
+    assert refused.retry_after >= 1
+    assert [g.text for g in done] == ["a: running", "a: q0", "a: q1"]
+    assert snap["rejected"] == 1

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 
+import pytest
+
 from service.scheduler.policy import BatchPolicy, FcfsPolicy, Pending, group_by_expert
 
 _ids = itertools.count(1)
@@ -135,3 +137,36 @@ def test_offline_grouping_keeps_first_appearance_order():
     items = [Pending(i, e, 0) for i, e in enumerate("bab c a".replace(" ", ""))]
     groups = group_by_expert(items)
     assert [(e, [i.id for i in g]) for e, g in groups] == [("b", [0, 2]), ("a", [1, 4]), ("c", [3])]
+
+
+def test_reload_gap_holds_a_recently_unloaded_expert_until_the_gap_has_passed():
+    p = BatchPolicy(max_batch=4, max_wait=50, reload_gap=30)
+    p.add(Pending(1, "a", 0.0))
+    assert p.next([], 0.0).load                           # loads a at t=0
+    p.done("a")
+    p.add(Pending(2, "b", 1.0))
+    assert p.next(["a"], 1.0).expert == "b"               # a is swapped out for b
+    p.done("b")
+    p.add(Pending(3, "a", 5.0))
+    assert p.next(["b"], 5.0) is None                     # a was loaded 5 s ago: held
+    assert p.wake_at(5.0) == 30.0
+    pick = p.next(["b"], 30.0)
+    assert pick.expert == "a" and pick.load
+
+
+def test_reload_gap_never_holds_past_the_wait_bound():
+    p = BatchPolicy(max_batch=4, max_wait=10, reload_gap=100)
+    p.last_load["a"] = 0.0
+    p.add(Pending(1, "a", 1.0))
+    assert p.next([], 2.0) is None and p.wake_at(2.0) == 11.0
+    assert p.next([], 11.0).reason == "overdue"
+
+
+def test_admission_refuses_work_past_the_wait_bound_with_a_retry_delay():
+    p = BatchPolicy(max_batch=8, max_wait=10)
+    assert p.admit("a", 0.0, set(), None, None) is None           # no estimates yet: admit
+    for i in range(3):
+        p.add(Pending(i, "a", 0.0))
+    assert p.admit("a", 0.0, {"a"}, 1.0, 5.0) is None             # 4 x 1 s of work, a loaded: 4 <= 0.8 x 10
+    assert p.admit("b", 0.0, {"a"}, 1.0, 5.0) == pytest.approx(1.0)   # 4 s + a 5 s load of b = 9 s: 1 s over 8
+    assert p.admit("b", 0.0, {"a"}, 1.0, 5.0, workers=2) is None   # the same work over two workers

@@ -31,3 +31,32 @@ def test_symbolic_moe_grouping_loads_once_per_expert():
     arrivals = workload(200, experts=8, rate=None, seed=3)
     res = offline_grouped(arrivals, COST, 2)
     assert res.loads == 8 and res.max_loads_per_window(1e9) == 1
+
+
+BOUND = 120 + COST.cold_s + COST.unload_s + 32 * COST.gen_s
+
+
+def test_reload_gap_loads_each_expert_at_most_once_per_batch_window_online():
+    for workers, util in ((1, 0.3), (1, 0.6), (4, 0.3), (4, 0.6)):
+        arrivals = workload(600, experts=16, rate=util * workers / COST.gen_s, seed=4)
+        gap = simulate(BatchPolicy(32, 120, reload_gap=120), arrivals, COST, workers)
+        eager = simulate(BatchPolicy(32, 120), arrivals, COST, workers)
+        assert len(gap.latencies) == 600
+        assert gap.max_loads_per_window(120) == 1, (workers, util)
+        assert gap.loads < eager.loads
+        assert gap.p(99) <= BOUND                 # holding a request never breaks the wait bound
+
+
+def test_admission_keeps_p99_within_the_bound_past_capacity_and_refuses_the_rest():
+    arrivals = workload(1000, experts=16, rate=0.45, seed=0)    # utilisation 0.9 on one worker: infeasible
+    plain = simulate(BatchPolicy(32, 120, 120), arrivals, COST, 1)
+    guarded = simulate(BatchPolicy(32, 120, 120), arrivals, COST, 1, admission=True)
+    assert plain.p(99) > BOUND and plain.rejected == 0
+    assert guarded.p(99) <= BOUND
+    assert 0 < guarded.rejected < 300
+    assert len(guarded.latencies) + guarded.rejected == 1000     # every request answered or refused
+
+
+def test_admission_refuses_nothing_when_the_load_is_light():
+    arrivals = workload(600, experts=16, rate=0.15, seed=5)
+    assert simulate(BatchPolicy(32, 120, 120), arrivals, COST, 1, admission=True).rejected == 0

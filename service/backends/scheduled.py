@@ -27,10 +27,10 @@ class ScheduledBackend:
 def scheduled(kind: str, settings: Settings, policy: str = "batch") -> ScheduledBackend:
     """``settings.sched_workers`` workers of ``kind`` behind one in-process scheduler."""
     from ..scheduler.local import LocalScheduler
-    from ..scheduler.policy import POLICIES
+    from ..scheduler.policy import policy_from
     from ..workers import WORKERS
 
     workers = [WORKERS[kind](settings, f"{kind}-{i}") for i in range(settings.sched_workers)]
     return ScheduledBackend(LocalScheduler(
-        workers, POLICIES[policy](settings.sched_max_batch, settings.sched_max_wait),
-        queue_per_expert=settings.sched_queue_per_expert, queue_total=settings.sched_queue_total))
+        workers, policy_from(settings, policy), queue_per_expert=settings.sched_queue_per_expert,
+        queue_total=settings.sched_queue_total, admission=settings.sched_admission))

@@ -5,6 +5,8 @@ thread that asks the policy for its next pick, makes room and loads the expert i
 runs the batch.  A request whose client leaves is withdrawn from its queue (or, once picked,
 skipped or stopped at the next token through its cancel flag).  Queues are bounded per expert
 and overall: a full queue raises ``RateLimited`` (429 with Retry-After), never a silent drop.
+With ``admission="bound"`` a request is also refused when the measured work queued ahead of it
+would keep it past the wait bound (``BatchPolicy.admit``).
 """
 
 from __future__ import annotations
@@ -28,12 +30,13 @@ log = logging.getLogger("conclave.scheduler")
 
 class LocalScheduler:
     def __init__(self, workers: list[Worker], policy: BatchPolicy | None = None, *, queue_per_expert: int = 64,
-                 queue_total: int = 256, clock: Callable[[], float] = time.monotonic):
+                 queue_total: int = 256, clock: Callable[[], float] = time.monotonic, admission: str = "queue"):
         if not workers:
             raise ValueError("a scheduler needs at least one worker")
         self.workers = workers
         self.policy = policy or BatchPolicy()
         self.queue_per_expert, self.queue_total = queue_per_expert, queue_total
+        self.admission = admission
         self.clock = clock
         self.stats = SchedStats()
         self._cond = threading.Condition()
@@ -93,10 +96,31 @@ class LocalScheduler:
                    "CONCLAVE_SCHED_QUEUE_PER_EXPERT)"
         elif self.policy.pending() >= self.queue_total:
             what = f"the gateway's queue is full ({self.queue_total} waiting; CONCLAVE_SCHED_QUEUE_TOTAL)"
+        elif (late := self._past_bound(expert)) is not None:
+            self.stats.count("rejected")
+            raise RateLimited(f"the work queued for this gateway's workers would keep the request past the wait "
+                              f"bound ({self.policy.max_wait:g} s, CONCLAVE_SCHED_MAX_WAIT): retry after the "
+                              "Retry-After delay", retry_after=min(60.0, max(1.0, late)))
         else:
             return
         self.stats.count("rejected")
         raise RateLimited(f"{what}: retry after the Retry-After delay", retry_after=self._retry_after())
+
+    def _past_bound(self, expert: Expert) -> float | None:
+        """Seconds the queue is beyond the wait bound (admission "bound"), from measured means."""
+        if self.admission != "bound":
+            return None
+        st = self.stats
+        gen_s = st.seconds["generate"] / st.jobs if st.jobs else None
+        load_s = st.seconds["load"] / sum(st.loads.values()) if st.loads else 0.0
+        loaded = {name for w in self.workers for name in w.loaded()}
+        return self.policy.admit(expert.name, self.clock(), loaded, gen_s, load_s, len(self.workers))
+
+    def _idle_wait(self) -> float | None:
+        """How long an idle worker may sleep: until a held expert becomes eligible (or a notify)."""
+        now = self.clock()
+        wake = self.policy.wake_at(now)
+        return None if wake is None else max(0.001, wake - now)
 
     def _retry_after(self) -> float:
         snap = self.stats
@@ -116,7 +140,7 @@ class LocalScheduler:
             with self._cond:
                 pick = None
                 while not self._stopping and (pick := self.policy.next(worker.loaded(), self.clock(), index)) is None:
-                    self._cond.wait()
+                    self._cond.wait(self._idle_wait())
                 if self._stopping:
                     return
                 jobs = [self._waiting.pop(p.id)[0] for p in pick.items]

@@ -22,6 +22,20 @@
    go to the expert with more pending work (longest job first), and an expert that another
    worker has loaded is taken only if nothing else is waiting (no second copy while one exists).
 
+**Reload gap** (``reload_gap`` seconds, 0 = off): an expert loaded less than ``reload_gap``
+ago and since unloaded from this worker is not loaded again by rule 3; its requests wait until
+the gap has passed (or they become overdue), so with ``reload_gap = max_wait`` an expert is loaded
+at most once per batch window even at light load, at the price of that wait.  ``wake_at(now)``
+tells an idle worker when a held expert becomes eligible.
+
+**Admission** (``admit``): a request is refused (429 with Retry-After) when the work already
+queued ahead of it, spread over the workers, exceeds ``ADMIT_HEADROOM * max_wait``: past the
+capacity no policy can keep the wait bound, and a clear refusal beats an unbounded wait.  The
+headroom (0.8) leaves room for the batch in flight and the policy's reordering: in the
+simulator, 1.0 let p99 reach 1.1x the bound at 90% utilisation, 0.8 kept it under.  The per-request and
+per-load seconds are the caller's estimates (the real scheduler's measured means, the
+simulator's cost model); without estimates everything is admitted.
+
 The chosen expert's oldest requests, up to ``max_batch``, form the batch.  With several workers
 an expert being served by one worker (``claim``) is not loaded by another; a worker that already
 has it loaded may serve it too.  ``FcfsPolicy`` is the baseline: strictly arrival order, one
@@ -32,6 +46,9 @@ from __future__ import annotations
 
 from collections import Counter, deque
 from dataclasses import dataclass
+
+
+ADMIT_HEADROOM = 0.8
 
 
 @dataclass(frozen=True)
@@ -50,9 +67,11 @@ class Pick:
 
 
 class BatchPolicy:
-    def __init__(self, max_batch: int = 8, max_wait: float = 10.0):
+    def __init__(self, max_batch: int = 8, max_wait: float = 10.0, reload_gap: float = 0.0):
         self.max_batch = max(1, max_batch)
         self.max_wait = max_wait
+        self.reload_gap = reload_gap
+        self.last_load: dict[str, float] = {}
         self.queues: dict[str, deque[Pending]] = {}
         self.claims: Counter[str] = Counter()
         self.homes: dict[int, tuple[str, ...]] = {}   # what each worker had loaded at its last pick
@@ -84,6 +103,29 @@ class BatchPolicy:
         """Which loaded experts to unload first: the ones with the least pending work."""
         return sorted(loaded, key=lambda e: (self.pending(e), loaded.index(e)))
 
+    def admit(self, expert: str, now: float, loaded: set[str], gen_s: float | None, load_s: float | None,
+              workers: int = 1) -> float | None:
+        """None to queue a new request for ``expert``; else the seconds after which to retry.
+        ``loaded``: experts loaded on any worker; ``gen_s``/``load_s``: estimated seconds per
+        request and per model load."""
+        if not gen_s:
+            return None
+        waiting = {e for e, q in self.queues.items() if q} | {expert}
+        switches = sum(1 for e in waiting if e not in loaded)
+        backlog = ((self.pending() + 1) * gen_s + switches * (load_s or 0.0)) / max(1, workers)
+        limit = ADMIT_HEADROOM * self.max_wait
+        return None if backlog <= limit else backlog - limit
+
+    def held(self, expert: str, now: float) -> bool:
+        """Inside its reload gap (only meaningful for an expert not loaded on the asking worker)."""
+        return self.reload_gap > 0 and now < self.last_load.get(expert, float("-inf")) + self.reload_gap
+
+    def wake_at(self, now: float) -> float | None:
+        """When the earliest held expert with pending requests becomes eligible (None: none held)."""
+        times = [min(self.last_load[e] + self.reload_gap, q[0].at + self.max_wait)
+                 for e, q in self.queues.items() if q and self.held(e, now)]
+        return min(times) if times else None
+
     # -- the decision ------------------------------------------------------
     def score(self, expert: str, now: float) -> float:
         q = self.queues[expert]
@@ -97,16 +139,22 @@ class BatchPolicy:
         overdue = [e for e in ready if now - self.queues[e][0].at >= self.max_wait]
         if overdue:
             expert = min(overdue, key=lambda e: (self.queues[e][0].at, e not in loaded, self.queues[e][0].id))
-            return self._take(expert, loaded, "overdue")
+            return self._take(expert, loaded, "overdue", now=now)
         here = [e for e in ready if e in loaded]
         if here:
             return self._take(max(here, key=lambda e: self.score(e, now)), loaded, "loaded")
+        ready = [e for e in ready if not self.held(e, now)]
+        if not ready:
+            return None
         elsewhere = {e for w, homes in self.homes.items() if w != worker for e in homes}
         best = max(ready, key=lambda e: (e not in elsewhere, self.score(e, now), self.pending(e),
                                          -self.queues[e][0].at))
-        return self._take(best, loaded, "score")
+        return self._take(best, loaded, "score", now=now)
 
-    def _take(self, expert: str, loaded: list[str], reason: str, limit: int | None = None) -> Pick:
+    def _take(self, expert: str, loaded: list[str], reason: str, limit: int | None = None,
+              now: float | None = None) -> Pick:
+        if expert not in loaded and now is not None:
+            self.last_load[expert] = now
         q = self.queues[expert]
         items = tuple(q.popleft() for _ in range(min(len(q), limit or self.max_batch)))
         if not q:
@@ -123,7 +171,7 @@ class FcfsPolicy(BatchPolicy):
         if not heads:
             return None
         first = min(heads, key=lambda p: (p.at, p.id))
-        return self._take(first.expert, loaded, "fcfs", limit=1)
+        return self._take(first.expert, loaded, "fcfs", limit=1, now=now)
 
 
 def group_by_expert(items: list[Pending]) -> list[tuple[str, list[Pending]]]:
@@ -136,3 +184,9 @@ def group_by_expert(items: list[Pending]) -> list[tuple[str, list[Pending]]]:
 
 
 POLICIES = {"batch": BatchPolicy, "fcfs": FcfsPolicy}
+
+
+def policy_from(settings, name: str = "batch") -> BatchPolicy:
+    """The policy the settings describe (CONCLAVE_SCHED_MAX_BATCH / _MAX_WAIT / _RELOAD_GAP)."""
+    gap = settings.sched_max_wait if settings.sched_reload_gap is None else settings.sched_reload_gap
+    return POLICIES[name](settings.sched_max_batch, settings.sched_max_wait, gap)
