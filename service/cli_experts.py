@@ -47,8 +47,11 @@ def experts():
 @click.option("--from-json", "from_json", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Read the whole record from a JSON file instead (see 'experts show --json').")
 @click.option("--replace", is_flag=True, help="Overwrite an expert of the same name.")
+@click.option("--convert/--no-convert", default=True, show_default=True,
+              help="vllm experts with a GGUF model: convert it once into the data dir now "
+                   "(--no-convert: on the first load instead).")
 @pass_ctx
-def add(ctx: Context, name, backend, model_ref, from_json, replace, **fields):
+def add(ctx: Context, name, backend, model_ref, from_json, replace, convert, **fields):
     """Register an expert.
 
     \b
@@ -56,14 +59,33 @@ def add(ctx: Context, name, backend, model_ref, from_json, replace, **fields):
       conclave experts add smol-math --backend llamacpp --model bundled:smollm2 \\
           --system-prompt "You are a careful mathematician." --skill math
       conclave experts add gpt-mini --backend litellm --model openai/gpt-4o-mini --api-key-env OPENAI_API_KEY
+      conclave experts add smol-vllm --backend vllm --model bundled:smollm2
       conclave experts show smollm2 --json > e.json && conclave experts add --from-json e.json --replace
     """
     from experts_registry.upstream import check_upstream
 
     expert = _expert_from_file(from_json) if from_json else _expert_from_options(name, backend, model_ref, fields)
     check_upstream(expert.api_base, ctx.settings.allow_unsafe_upstreams)
+    if convert:
+        _convert_for_vllm(ctx, expert)
     ctx.store.add(expert, replace=replace)
     click.echo(f"{'replaced' if replace else 'added'} expert {expert.name!r} ({expert.backend}: {expert.model})")
+
+
+def _convert_for_vllm(ctx: Context, expert: Expert) -> None:
+    """A GGUF vllm expert: the safetensors folder vLLM loads, made once before the record is stored."""
+    from service.workers.vllm_convert import MARKER, model_dir
+
+    if expert.backend != "vllm" or (Path(expert.model).expanduser() / MARKER).is_file():
+        return
+    click.echo(f"converting {expert.model} for vLLM (once; a minute or two) ...", err=True)
+    t0 = time.perf_counter()
+    try:
+        folder = model_dir(expert.model, ctx.settings.home)
+    except ConclaveError as exc:
+        raise click.ClickException(f"{exc.message}; nothing was registered (--no-convert registers now and "
+                                   "converts on the first load)") from None
+    click.echo(f"converted into {folder} in {time.perf_counter() - t0:.0f} s", err=True)
 
 
 def _expert_from_file(path: Path) -> Expert:
