@@ -66,8 +66,18 @@ def test_a_request_past_the_wait_bound_forces_its_expert_next():
     fill(p, *[("hot", 4) for _ in range(10)])
     assert p.next(["hot"], now=4.9).expert == "hot"       # below the bound: stay on the loaded expert
     p.done("hot")
-    pick = p.next(["hot"], now=5.0)                        # the cold request hits the bound
+    pick = p.next(["hot"], now=5.0)                        # the cold request hits the bound, but a full
+    assert (pick.expert, pick.reason) == ("hot", "full-batch")  # batch of the loaded expert goes first, once
+    p.done("hot")
+    pick = p.next(["hot"], now=6.0)
     assert (pick.expert, pick.load, pick.reason) == ("cold", True, "overdue")
+
+
+def test_without_a_full_batch_waiting_the_overdue_request_goes_at_once():
+    p = BatchPolicy(max_batch=4, max_wait=5)
+    fill(p, ("cold", 0), ("hot", 4), ("hot", 4))
+    pick = p.next(["hot"], now=5.0)
+    assert (pick.expert, pick.reason) == ("cold", "overdue")
 
 
 def test_no_starvation_under_a_continuous_stream_for_the_loaded_expert():
@@ -82,7 +92,7 @@ def test_no_starvation_under_a_continuous_stream_for_the_loaded_expert():
         if lonely in pick.items:
             served_at = now
             break
-    assert served_at == 3
+    assert served_at == 4             # overdue at 3, passed over once for a full batch of "a", then served
 
 
 def test_overdue_ties_prefer_the_loaded_expert_so_an_offline_queue_does_not_thrash():

@@ -37,7 +37,7 @@ BOUND = 120 + COST.cold_s + COST.unload_s + 32 * COST.gen_s
 
 
 def test_reload_gap_loads_each_expert_at_most_once_per_batch_window_online():
-    for workers, util in ((1, 0.3), (1, 0.6), (4, 0.3), (4, 0.6)):
+    for workers, util in ((1, 0.3), (1, 0.6), (4, 0.3), (4, 0.6), (4, 0.9)):
         arrivals = workload(600, experts=16, rate=util * workers / COST.gen_s, seed=4)
         gap = simulate(BatchPolicy(32, 120, reload_gap=120), arrivals, COST, workers)
         eager = simulate(BatchPolicy(32, 120), arrivals, COST, workers)

@@ -8,7 +8,9 @@
    no-starvation rule: a request past the bound goes before every request that is not, so it
    waits ``max_wait`` plus the batch in progress, one switch, and the batches of requests that
    crossed the bound before it (none when the load leaves room to visit every expert once per
-   ``max_wait``).
+   ``max_wait``).  One exception, once per overdue request: when the worker's loaded expert has a
+   full batch (``max_batch``) waiting, that batch runs first.  Leaving a full queue behind would
+   only load that expert again within the same window; the overdue request waits one more batch.
 2. **Loaded first.**  Otherwise, if an expert loaded on this worker has pending requests, serve
    it (the best-scoring one if several): no load cost at all.
 3. **Switch by score.**  Otherwise load the expert with the highest score
@@ -63,7 +65,7 @@ class Pick:
     expert: str
     items: tuple[Pending, ...]
     load: bool
-    reason: str  # "overdue", "loaded", "score", "fcfs"
+    reason: str  # "overdue", "full-batch", "loaded", "score", "fcfs"
 
 
 class BatchPolicy:
@@ -72,6 +74,7 @@ class BatchPolicy:
         self.max_wait = max_wait
         self.reload_gap = reload_gap
         self.last_load: dict[str, float] = {}
+        self.deferred: set[int] = set()     # overdue requests already passed over once for a full batch
         self.queues: dict[str, deque[Pending]] = {}
         self.claims: Counter[str] = Counter()
         self.homes: dict[int, tuple[str, ...]] = {}   # what each worker had loaded at its last pick
@@ -139,6 +142,11 @@ class BatchPolicy:
         overdue = [e for e in ready if now - self.queues[e][0].at >= self.max_wait]
         if overdue:
             expert = min(overdue, key=lambda e: (self.queues[e][0].at, e not in loaded, self.queues[e][0].id))
+            full = [e for e in ready if e in loaded and e != expert and self.pending(e) >= self.max_batch]
+            head = self.queues[expert][0]
+            if full and head.id not in self.deferred:
+                self.deferred.add(head.id)
+                return self._take(full[0], loaded, "full-batch")
             return self._take(expert, loaded, "overdue", now=now)
         here = [e for e in ready if e in loaded]
         if here:
@@ -157,6 +165,7 @@ class BatchPolicy:
             self.last_load[expert] = now
         q = self.queues[expert]
         items = tuple(q.popleft() for _ in range(min(len(q), limit or self.max_batch)))
+        self.deferred.difference_update(i.id for i in items)
         if not q:
             del self.queues[expert]
         self.claims[expert] += 1
