@@ -103,7 +103,8 @@ def main(argv=None) -> None:
           f"gap {a.gap:g} s, one llama.cpp worker with one model at a time, {a.threads} threads")
     rows = []
     for r in range(a.rounds):   # alternate, so a noisy neighbour on the machine hits both policies
-        rows += [(f"scheduler #{r + 1}", asyncio.run(online(BatchPolicy(a.max_batch, a.max_wait), reqs, home, a))),
+        batch = BatchPolicy(a.max_batch, a.max_wait, reload_gap=a.max_wait)    # the gateway's default
+        rows += [(f"scheduler #{r + 1}", asyncio.run(online(batch, reqs, home, a))),
                  (f"fcfs #{r + 1}", asyncio.run(online(FcfsPolicy(1, a.max_wait), reqs, home, a)))]
     rows.append(("offline-grouped", offline(reqs, home, a)))
     print(f"{'':<18}{'loads':>6}{'wall s':>9}{'cpu s':>8}{'answered':>10}{'load s':>8}{'gen s':>8}{'batch':>7}"
