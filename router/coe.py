@@ -16,10 +16,11 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from experts_registry.errors import ConfigError, InvalidRequest
+from experts_registry.errors import ConfigError
 from experts_registry.model import Expert
 
 from .base import Choice, Decision, RouteRequest
+from .checks import trained_candidates
 from .state import load_state, save_state
 
 
@@ -113,14 +114,7 @@ class CategoryRouter:
         return z / z.sum()
 
     def route(self, request: RouteRequest, candidates: Sequence[Expert], k: int = 1) -> Decision:
-        if not request.text or not request.text.strip():
-            raise InvalidRequest("cannot route an empty prompt")
-        if request.embedding is None:
-            raise InvalidRequest("the coe router needs the request embedding")
-        names = [c.name for c in candidates if c.name in self.experts]
-        if not names:
-            raise ConfigError(f"the coe router was trained for {', '.join(self.experts)}, none of which "
-                              "is a candidate: retrain it with 'conclave router train coe'", param="router")
+        names = trained_candidates("coe", request, candidates, self.experts)
         p = self.probabilities(request.embedding)
         c, entropy = int(np.argmax(p)), normalised_entropy(p)
         cols = [self.experts.index(n) for n in names]

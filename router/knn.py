@@ -25,10 +25,11 @@ from typing import Sequence
 
 import numpy as np
 
-from experts_registry.errors import ConfigError, InvalidRequest
+from experts_registry.errors import ConfigError
 from experts_registry.model import Expert
 
 from .base import Choice, Decision, RouteRequest
+from .checks import trained_candidates
 from .state import load_state, save_state
 from .vote import vote_correct
 
@@ -152,14 +153,7 @@ class KnnRouter:
 
     # ---- routing -------------------------------------------------------------
     def route(self, request: RouteRequest, candidates: Sequence[Expert], k: int = 1) -> Decision:
-        if not request.text or not request.text.strip():
-            raise InvalidRequest("cannot route an empty prompt")
-        if request.embedding is None:
-            raise InvalidRequest("the knn router needs the request embedding")
-        names = [c.name for c in candidates if c.name in self.experts]
-        if not names:
-            raise ConfigError(f"the knn router was trained for {', '.join(self.experts)}, none of which "
-                              "is a candidate: retrain it with 'conclave router train knn'", param="router")
+        names = trained_candidates("knn", request, candidates, self.experts)
         cols = [self.experts.index(n) for n in names]
         emb = np.asarray(request.embedding, dtype=np.float32)
         score, idx, sims, w, prior = self.scores(emb, cols)
