@@ -19,7 +19,7 @@ ROUTER_NAMES = ("skills", "skills-sampled", "skills-embed", "coe", "knn", "all")
 
 @click.group(name="bench")
 def bench() -> None:
-    """Offline benchmarks: evaluate routers on recorded answers, no model calls."""
+    """Benchmarks: live runs and sweeps through the gateway's pipeline, or replay on recorded answers."""
 
 
 @bench.command()
@@ -47,8 +47,11 @@ def bench() -> None:
 @click.option("--cache-dir", default=None, help="Embedding cache (default: ~/.cache/conclave/embeddings).")
 @click.option("--no-cache", is_flag=True, help="Encode every question again.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Write all figures here.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="Also write per-question results: one run folder per router x k and baseline, "
+                   "plus the sweep report (the format of 'bench run'; see 'bench report').")
 def replay(train_questions, train_predictions, test_questions, test_predictions, models, pool, routers,
-           ks, seed, test_fraction, encoder, threads, cache_dir, no_cache, json_out) -> None:
+           ks, seed, test_fraction, encoder, threads, cache_dir, no_cache, json_out, out_dir) -> None:
     """Fit routers on recorded answers, route held-out questions, compare with baselines.
 
     Accuracy at k > 1 is the majority vote of the k chosen experts' recorded
@@ -60,11 +63,13 @@ def replay(train_questions, train_predictions, test_questions, test_predictions,
       conclave bench replay --train-questions Q1.jsonl.gz --train-predictions P1.csv.gz \\
           --test-questions Q2.jsonl.gz --test-predictions P2.csv.gz --models models.json \\
           --pool small-17 --router all --k 1 --k 3 --json out.json
+      conclave bench replay --router knn --k 1 --k 3 --out bench-results/replay-knn
     """
     from router.encoder import default_cache_dir, get_encoder
 
     from .replay import run_replay, table
     from .replay_data import hash_split, load_models, load_replay
+    from .replay_results import ReplayRecorder
 
     try:
         if bool(test_questions) != bool(test_predictions):
@@ -81,14 +86,42 @@ def replay(train_questions, train_predictions, test_questions, test_predictions,
             split.update(hash_seed=seed, test_fraction=test_fraction)
         cache = None if no_cache else (cache_dir or default_cache_dir())
         enc = get_encoder(encoder, **({"threads": threads} if threads else {}))
-        result = run_replay(train, test, routers, sorted(set(ks)), enc, cache, split)
+        dataset = "mmlu-pro" if Path(train_questions).resolve() == DEFAULTS["questions"].resolve() else "replay"
+        recorder = ReplayRecorder(test, dataset) if out_dir else None
+        result = run_replay(train, test, routers, sorted(set(ks)), enc, cache, split, sink=recorder)
         result["pool"] = pool
+        if recorder:
+            recorder.write(out_dir, {"pool": pool, "encoder": enc.name, "split": split,
+                                     "n_train": len(train), "models": str(models)})
     except ConclaveError as exc:
         raise click.ClickException(exc.message) from exc
     click.echo(table(result))
     if json_out:
         Path(json_out).write_text(json.dumps(result, indent=1, sort_keys=True))
         click.echo(f"figures written to {json_out}")
+    if out_dir:
+        click.echo(f"per-question results written to {out_dir} (re-render: conclave bench report {out_dir})")
+
+
+@bench.command()
+@click.argument("results_dir", type=click.Path(exists=True, file_okay=False))
+def report(results_dir) -> None:
+    """Re-render summaries and plots from saved per-question results, print the table.
+
+    RESULTS_DIR is a run folder (holding results.jsonl) or a sweep folder of runs;
+    a sweep also gets the combined summary.md / summary.json and its two plots.
+
+    \b
+    Example:
+      conclave bench report bench-results/RUN_FOLDER
+      conclave bench report bench-results/SWEEP_FOLDER
+    """
+    from .results import render
+
+    try:
+        click.echo(render(results_dir))
+    except ConclaveError as exc:
+        raise click.ClickException(exc.message) from exc
 
 
 def main() -> None:

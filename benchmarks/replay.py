@@ -16,10 +16,12 @@ import numpy as np
 
 from experts_registry.errors import InvalidRequest
 from router.encoder import Encoder, cached_encode
-from router.evaluation import replay_experts, route_all, score_columns, score_decisions
+from router.evaluation import chosen_columns, replay_experts, route_all, score_columns, score_decisions
 from router.fit import fit_coe, fit_knn, fit_skills
 
 from .replay_data import ReplaySet
+
+Sink = Callable[[str, int, np.ndarray, list | None], None]   # name, k, columns, decisions
 
 # name -> fitter(train outcomes, encoder) -> router.  Variants of one router share its code.
 REPLAY_ROUTERS: dict[str, Callable] = {
@@ -41,7 +43,8 @@ def resolve_routers(names: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def baselines(train: ReplaySet, test: ReplaySet) -> dict[str, dict]:
+def baselines(train: ReplaySet, test: ReplaySet, sink: Sink | None = None) -> dict[str, dict]:
+    """``sink(name, k, columns, None)`` sees each baseline's per-question experts."""
     acc = np.nan_to_num(np.nanmean(np.where(np.isnan(train.correct()), np.nan, train.correct()), axis=0))
     order = np.argsort(-acc, kind="stable")
     n, out = len(test), {}
@@ -49,15 +52,17 @@ def baselines(train: ReplaySet, test: ReplaySet) -> dict[str, dict]:
     def fixed(cols):
         return np.tile(np.asarray(cols, dtype=np.int64), (n, 1))
 
-    def score(cols, experts):
+    def score(name, cols, experts):
+        if sink:
+            sink(name, cols.shape[1], cols, None)
         return {**score_columns(cols, test.answers, test.gold, test.experts, test.active_params),
                 "experts": experts}
 
-    out["best_single"] = score(fixed(order[:1]), [test.experts[order[0]]])
+    out["best_single"] = score("best_single", fixed(order[:1]), [test.experts[order[0]]])
     out["category_best"] = _category_best(train, test, acc, score)
     for k in (3, 5):
         if len(order) >= k:
-            out[f"vote_top{k}"] = score(fixed(order[:k]), [test.experts[i] for i in order[:k]])
+            out[f"vote_top{k}"] = score(f"vote_top{k}", fixed(order[:k]), [test.experts[i] for i in order[:k]])
     oracle = np.nanmax(np.nan_to_num(test.correct()), axis=1)
     out["oracle"] = {"accuracy": round(float(oracle.mean()), 4), "n": n}
     return out
@@ -70,11 +75,11 @@ def _category_best(train: ReplaySet, test: ReplaySet, acc: np.ndarray, score) ->
     best = {c: int(np.argmax(correct[y == c].mean(axis=0))) for c in set(y)}
     fallback = int(np.argmax(acc))
     cols = np.array([[best.get(c, fallback)] for c in test.labels["category"]], dtype=np.int64)
-    return score(cols, {c: test.experts[i] for c, i in sorted(best.items())})
+    return score("category_best", cols, {c: test.experts[i] for c, i in sorted(best.items())})
 
 
 def evaluate_router(name: str, train: ReplaySet, test: ReplaySet, emb_train, emb_test,
-                    encoder: Encoder, ks: Sequence[int]) -> dict:
+                    encoder: Encoder, ks: Sequence[int], sink: Sink | None = None) -> dict:
     t0 = time.perf_counter()
     router = REPLAY_ROUTERS[name](train.outcomes(emb_train), encoder)
     fit_s = time.perf_counter() - t0
@@ -87,6 +92,8 @@ def evaluate_router(name: str, train: ReplaySet, test: ReplaySet, emb_train, emb
         t0 = time.perf_counter()
         decisions = route_all(router, test.texts, emb_test, metadata, candidates, k)
         per_q = (time.perf_counter() - t0) / max(len(test), 1)
+        if sink:
+            sink(name, k, chosen_columns(decisions, test.experts, k), decisions)
         result[f"k{k}"] = {**score_decisions(decisions, test.experts, test.answers, test.gold, k,
                                              test.active_params),
                            "route_ms": round(per_q * 1000, 3), "example": decisions[0].reason}
@@ -94,7 +101,10 @@ def evaluate_router(name: str, train: ReplaySet, test: ReplaySet, emb_train, emb
 
 
 def run_replay(train: ReplaySet, test: ReplaySet, routers: Sequence[str], ks: Sequence[int],
-               encoder: Encoder, cache_dir=None, split: Mapping | None = None) -> dict:
+               encoder: Encoder, cache_dir=None, split: Mapping | None = None,
+               sink: Sink | None = None) -> dict:
+    """``sink(name, k, columns (questions, k), decisions or None)`` sees every router's and
+    baseline's per-question choices (``bench replay --out`` writes them as run folders)."""
     if not len(train) or not len(test):
         raise InvalidRequest(f"replay needs questions on both sides (train {len(train)}, test {len(test)})")
     if list(train.experts) != list(test.experts):
@@ -104,9 +114,9 @@ def run_replay(train: ReplaySet, test: ReplaySet, routers: Sequence[str], ks: Se
     emb_test = cached_encode(encoder, test.texts, cache_dir)
     result = {"n_train": len(train), "n_test": len(test), "experts": list(train.experts),
               "encoder": encoder.name, "ks": list(ks), "split": dict(split or {}),
-              "baselines": baselines(train, test), "routers": {}}
+              "baselines": baselines(train, test, sink), "routers": {}}
     for name in names:
-        result["routers"][name] = evaluate_router(name, train, test, emb_train, emb_test, encoder, ks)
+        result["routers"][name] = evaluate_router(name, train, test, emb_train, emb_test, encoder, ks, sink)
     result["figures"] = figures(result)
     return result
 

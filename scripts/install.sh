@@ -7,8 +7,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-extras="local,embed"
-if [ "${1:-}" = "--dev" ]; then extras="local,embed,dev"; fi
+extras="local,embed,bench"
+if [ "${1:-}" = "--dev" ]; then extras="local,embed,bench,dev"; fi
 
 python=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$python" -m venv .venv
