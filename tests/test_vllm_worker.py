@@ -75,6 +75,21 @@ def test_load_without_vllm_says_how_to_install_it(tmp_path):
 
 
 @needs_vllm
+def test_registering_a_gguf_vllm_expert_converts_it_once_into_the_data_dir(vllm_home, monkeypatch):
+    from click.testing import CliRunner
+
+    from service.cli import main
+
+    monkeypatch.setenv("CONCLAVE_HOME", str(vllm_home))
+    monkeypatch.delenv("CONCLAVE_REDIS_URL", raising=False)
+    result = CliRunner().invoke(main, ["experts", "add", "smol-vllm", "--backend", "vllm",
+                                       "--model", "bundled:smollm2"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert (vllm_home / "vllm" / "smollm2" / "config.json").is_file()    # the worker test below reuses it
+    assert "added expert 'smol-vllm'" in result.output
+
+
+@needs_vllm
 def test_vllm_worker_serves_unloads_and_switches(vllm_home):
     w = VllmWorker(vllm_home, max_models=1, max_model_len=1024)
     base = tree_rss_mb()
