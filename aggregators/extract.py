@@ -4,7 +4,8 @@ Experts state their final answer in many ways ("The answer is (B)", "\\boxed{42}
 "**Answer:** C", "= -7").  We read the answer the model *concluded with*: hidden
 thinking is stripped first, then every stated final answer is found and the LAST
 one wins.  Explicit statements ("answer is", "Answer:", ``\\boxed{}``) take
-precedence over weak cues (a bare "(C)" ending the text, a trailing "= 12").
+precedence over weak cues (a bare "(C)" ending the text, a trailing "= 12", a response
+that opens with an option such as "B. Jupiter").
 Anything unparsable, out of range or hedged ("A or B") gives ``None`` so callers
 can count it separately instead of guessing.
 
@@ -125,13 +126,19 @@ def _letter_hits(text: str, strong: bool) -> list[_Hit]:
 
 
 def _weak_letters(text: str) -> list[_Hit]:
-    """A response ending in a bare "(C)" or whose last line is just a letter."""
-    last_line = text.strip().splitlines()[-1].strip(" *#_`>").strip()
+    """A response ending in a bare "(C)" or whose last line is just a letter; failing those, one
+    that opens with an option ("B. Jupiter", "(C) 12 moles", a first line that is just "D")."""
+    lines = text.strip().splitlines()
+    last_line = lines[-1].strip(" *#_`>").strip()
     m = re.fullmatch(r"\(?([A-J])\)?[.)]?", last_line)
     if m:
         return [_Hit(len(text), m.group(1))]
     m = re.search(r"\(([A-J])\)[\s*]*\.?\s*$", text)
-    return [_Hit(m.end(), m.group(1))] if m else []
+    if m:
+        return [_Hit(m.end(), m.group(1))]
+    first_line = lines[0].strip(" *#_`>").strip()
+    m = re.match(r"\(?([A-J])(?:[.)]\s|\)|[.)]?$)", first_line)
+    return [_Hit(0, m.group(1))] if m else []
 
 
 def _number_hits(text: str, strong: bool) -> list[_Hit]:

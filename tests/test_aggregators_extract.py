@@ -43,6 +43,12 @@ The deep sulcus on the left with a posterior ILA on the right indicates a left-o
     ("ANSWER: D", "D"),
     ("Answer: (A) is tempting, but it ignores friction.\nAnswer: (C)", "C"),
     ("A: Let's think step by step. Friction halves it. The answer is (B).", "B"),
+    ("A. closed", "A"),                                # opens with an option: small models do this
+    ("B. causing confusion during refutation because of a", "B"),
+    (" B\nExplanation: Gamma rays are the most penetrating", "B"),
+    ("(C) 12 moles, since the ratio", "C"),
+    ("A. 5 million\n\nThe answer is", "A"),             # an unfinished statement adds nothing
+    ("A. evolutionary\n\nThe correct answer is (D)", "D"),   # a stated answer beats the opening
 ])
 def test_multiple_choice_forms(text, expected):
     assert extract_choice(text, "ABCD") == expected
@@ -60,6 +66,9 @@ def test_multiple_choice_forms(text, expected):
     "<think>Let me reason. The answer is (C) maybe, but",  # unclosed: generation cut while thinking
     "The answer is the second one.",
     "the answer is c",                                 # a bare lower-case letter is too ambiguous
+    "A heat pump is to extract heat from an outdoor",  # the article "A", not option A
+    "A: Let's think step by step. Friction",          # "A:" opens an answer turn, names no option
+    "The answer is (X)",                               # the instruction's placeholder copied
 ])
 def test_unparsable_gives_none(text):
     assert extract_choice(text, "ABCD") is None
