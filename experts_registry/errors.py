@@ -18,6 +18,7 @@ CLI prints ``message`` and exits non-zero.  Messages say what to do next.
     │   ├── PayloadTooLarge            413
     │   └── RateLimited                429 (retry_after seconds)
     ├── ConfigError                    500 (server misconfigured: says which setting)
+    ├── ShuttingDown                   503 (retry_after seconds: the gateway is restarting)
     └── UpstreamError                  502 (an expert failed; names the expert)
         ├── ExpertTimeout              504
         └── ExpertUnavailable          503 (cannot be loaded/hosted here)
@@ -108,6 +109,16 @@ class RateLimited(UserError):
 
 class ConfigError(ConclaveError):
     code = "config_error"
+
+
+class ShuttingDown(ConclaveError):
+    """The gateway stopped before this request's answer came; the message says whether it stays queued."""
+    status = 503
+    code = "shutting_down"
+
+    def __init__(self, message: str, *, retry_after: float = 3.0, **kw):
+        super().__init__(message, **kw)
+        self.retry_after = retry_after
 
 
 class UpstreamError(ConclaveError):

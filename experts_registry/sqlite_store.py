@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from contextlib import contextmanager
+from functools import lru_cache
 from pathlib import Path
 
 from .errors import ConfigError, ExpertExists, ExpertNotFound, NotFound
@@ -15,6 +16,12 @@ CREATE TABLE IF NOT EXISTS experts (name TEXT PRIMARY KEY, data TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS api_keys (id TEXT PRIMARY KEY, hash TEXT UNIQUE NOT NULL, data TEXT NOT NULL);
 """
+
+
+@lru_cache(maxsize=4096)
+def _expert(data: str) -> Expert:
+    """Records are immutable values: the same stored text is parsed and validated once."""
+    return Expert.from_json(data)
 
 
 class SqliteStore:
@@ -53,12 +60,12 @@ class SqliteStore:
             row = db.execute("SELECT data FROM experts WHERE name = ?", (name,)).fetchone()
         if row is None:
             raise ExpertNotFound(f"no expert named {name!r}: see 'conclave experts list'", param="name")
-        return Expert.from_json(row[0])
+        return _expert(row[0])
 
     def list(self) -> list[Expert]:
         with self._connect() as db:
             rows = db.execute("SELECT data FROM experts ORDER BY name").fetchall()
-        return [Expert.from_json(r[0]) for r in rows]
+        return [_expert(r[0]) for r in rows]
 
     def add(self, expert: Expert, *, replace: bool = False) -> None:
         verb = "INSERT OR REPLACE" if replace else "INSERT"

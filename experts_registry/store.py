@@ -8,6 +8,7 @@ name collision is reported, never silently overwritten, unless ``replace``.
 
 from __future__ import annotations
 
+import time
 from typing import Protocol
 
 from .keys import ApiKey
@@ -28,3 +29,36 @@ class Store(Protocol):
     def key_by_hash(self, digest: str) -> ApiKey | None: ...
     def get_key(self, key_id: str) -> ApiKey: ...     # raises NotFound
     def list_keys(self) -> list[ApiKey]: ...
+
+
+class CachedStore:
+    """A store whose lookups of one expert by name are reused for ``ttl`` seconds (a request for an
+    expert reads its record every time otherwise). Writes made through this object take effect at
+    once; writes made elsewhere (the CLI, another replica) within ``ttl``. The rest passes through."""
+
+    def __init__(self, inner: Store, ttl: float):
+        self.inner = inner
+        self.ttl = ttl
+        self._hits: dict[str, tuple[float, Expert]] = {}
+
+    def get(self, name: str) -> Expert:
+        now = time.monotonic()
+        hit = self._hits.get(name)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        expert = self.inner.get(name)
+        if len(self._hits) > 10_000:
+            self._hits.clear()
+        self._hits[name] = (now + self.ttl, expert)
+        return expert
+
+    def add(self, expert: Expert, *, replace: bool = False) -> None:
+        self._hits.pop(expert.name, None)
+        self.inner.add(expert, replace=replace)
+
+    def remove(self, name: str) -> None:
+        self._hits.pop(name, None)
+        self.inner.remove(name)
+
+    def __getattr__(self, attr: str):
+        return getattr(self.inner, attr)

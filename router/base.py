@@ -43,6 +43,13 @@ class Decision:
                 "scores": [{"expert": c.expert, "score": round(c.score, 4), **dict(c.why)}
                            for c in self.choices[: max(self.k, 5)]]}
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Decision":
+        """The inverse of ``to_dict`` (as far as it goes: rounded scores, the first max(k, 5) choices)."""
+        choices = tuple(Choice(s["expert"], s["score"], {k: v for k, v in s.items() if k not in ("expert", "score")})
+                        for s in data["scores"])
+        return cls(choices, data["k"], data["router"], data["reason"])
+
 
 class Router(Protocol):
     name: str

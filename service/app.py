@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import time
@@ -20,9 +21,11 @@ from .backends import BackendPool
 from .config import Settings, load_settings
 from .errors import install_error_handlers
 from .gateway import VIRTUAL_MODELS, Gateway
+from .idempotency import ticket_for
 from .middleware import AuthAndLimits
 from .protocol import ChatRequest, chunk_body, completion_body, new_id
 from .ratelimit import RateLimiter
+from .shutdown import MARGIN_S, on_shutdown_signal
 
 log = logging.getLogger("conclave.app")
 
@@ -37,9 +40,19 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         await asyncio.to_thread(gateway.routers.warm)  # the configured router and its encoder, or fail now
-        if any(e.backend == "litellm" for e in gateway.store.list()):
+        kinds = {gateway.backends.kind_for(e) for e in gateway.store.list()}
+        if "litellm" in kinds:
             await asyncio.to_thread(gateway.backends.get, "litellm")  # pay litellm's import before traffic
+        if "openai" in kinds:
+            await asyncio.to_thread(__import__, "aiohttp")   # ... and the lean client's
+        gc.collect()
+        gc.freeze()   # what start-up built lives as long as the server: full collections skip it
+        def drain() -> None:   # SIGTERM: requests waiting on the Redis queue get a 503 before the grace ends
+            gateway.drain(time.monotonic() + max(0.0, settings.shutdown_grace - MARGIN_S))
+
+        restore = on_shutdown_signal(drain)
         yield
+        restore()
         await gateway.backends.close()
 
     app = FastAPI(title="Conclave", version="0.1.0", lifespan=lifespan,
@@ -92,16 +105,17 @@ def _routes(app: FastAPI, gw: Gateway, auth: Authenticator, limiter: RateLimiter
         async def spend(usage: dict | None) -> None:
             await limiter.spend_tokens(who, (usage or {}).get("total_tokens", 0))
 
+        ticket = ticket_for(request.headers, who.key_id, req)
         if req.stream:
-            return await _stream(gw, req, who, spend)
-        routed, gen = await gw.complete(req, allowed=who.models)
+            return await _stream(gw, req, who, spend, ticket)
+        routed, gen = await gw.complete(req, allowed=who.models, ticket=ticket)
         await spend(gen.usage)
         body = completion_body(new_id(), routed.expert.name, gen.text, gen.finish_reason, gen.usage, routed.info())
         return JSONResponse(body, headers=_headers(routed))
 
 
-async def _stream(gw: Gateway, req: ChatRequest, who: Principal, spend) -> Response:
-    routed, chunks = await gw.open_stream(req, allowed=who.models)
+async def _stream(gw: Gateway, req: ChatRequest, who: Principal, spend, ticket=None) -> Response:
+    routed, chunks = await gw.open_stream(req, allowed=who.models, ticket=ticket)
     it = chunks.__aiter__()
     try:
         first = await it.__anext__()  # errors before the first token still get a proper status

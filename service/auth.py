@@ -51,9 +51,10 @@ class Authenticator:
     def __init__(self, settings: Settings, store: Store):
         self.store = store
         self.ttl = settings.key_cache_seconds
-        self.env = {hash_secret(k): Principal(f"env-user-{i}", "user") for i, k in enumerate(sorted(settings.api_keys))}
-        self.env.update({hash_secret(k): Principal(f"env-admin-{i}", "admin")
-                         for i, k in enumerate(sorted(settings.admin_keys))})
+        # ids stable across restarts and key-list edits: they scope rate limits and Idempotency-Keys
+        self.env = {hash_secret(k): Principal(f"env-user-{hash_secret(k)[:12]}", "user") for k in settings.api_keys}
+        self.env.update({hash_secret(k): Principal(f"env-admin-{hash_secret(k)[:12]}", "admin")
+                         for k in settings.admin_keys})
         self._cache: dict[str, tuple[float, Principal | None]] = {}
         self._any_stored: tuple[float, bool] = (0.0, False)
 

@@ -102,7 +102,8 @@ def serve(ctx: Context, host: str, port: int, workers: int, log_level: str):
     ctx.gateway().routers.get()  # ... or if the configured router was never trained
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     click.echo(f"conclave: experts from {store.describe()}; serving on http://{host}:{port}/v1", err=True)
-    # SIGTERM: stop accepting, let in-flight requests finish for up to CONCLAVE_SHUTDOWN_GRACE seconds
+    # SIGTERM: stop accepting, let in-flight requests finish for up to CONCLAVE_SHUTDOWN_GRACE seconds;
+    # requests waiting on the Redis queue get a retryable 503 just before that (service/shutdown.py)
     uvicorn.run("service.app:create_app_from_env", factory=True, host=host, port=port, workers=workers,
                 log_level=log_level, reload=False, timeout_graceful_shutdown=ctx.settings.shutdown_grace)
 

@@ -46,6 +46,8 @@ class Settings:
     fallbacks: int = 2
     breaker_failures: int = 3
     breaker_cooldown: float = 30.0
+    lean_client: bool = True          # OpenAI-compatible litellm experts through the lean aiohttp client
+    expert_cache_seconds: float = 2.0  # how long the gateway reuses an expert record it read by name
     worker_memory_mb: int | None = None
     sched_workers: int = 1
     sched_max_batch: int = 8
@@ -55,6 +57,7 @@ class Settings:
     sched_reload_gap: float | None = None   # None: the wait bound (one load per expert per batch window)
     sched_admission: str = "queue"          # "queue": queue-size bounds only; "bound": also refuse past the wait bound
     sched_queue: str = "local"
+    sched_answer_ttl: int = 3600   # seconds the Redis queue keeps answers (exactly-once marks, Idempotency-Key answers)
 
     def with_(self, **changes) -> "Settings":
         return replace(self, **changes)
@@ -123,6 +126,8 @@ def load_settings(env: dict | None = None) -> Settings:
         fallbacks=_number(env, "CONCLAVE_FALLBACKS", 2, int, 0),
         breaker_failures=_number(env, "CONCLAVE_BREAKER_FAILURES", 3),
         breaker_cooldown=_number(env, "CONCLAVE_BREAKER_COOLDOWN", 30.0, float, 0.0),
+        lean_client=env.get("CONCLAVE_LEAN_CLIENT", "1") not in ("0", "false", "no", "off"),
+        expert_cache_seconds=_number(env, "CONCLAVE_EXPERT_CACHE_SECONDS", 2.0, float, 0.0),
         worker_memory_mb=_number(env, "CONCLAVE_WORKER_MEMORY_MB", None),
         sched_workers=_number(env, "CONCLAVE_SCHED_WORKERS", 1),
         sched_max_batch=_number(env, "CONCLAVE_SCHED_MAX_BATCH", 8),
@@ -132,4 +137,5 @@ def load_settings(env: dict | None = None) -> Settings:
         sched_reload_gap=_number(env, "CONCLAVE_SCHED_RELOAD_GAP", None, float, 0),
         sched_admission=_choice(env, "CONCLAVE_SCHED_ADMISSION", ("queue", "bound")),
         sched_queue=_sched_queue(env),
+        sched_answer_ttl=_number(env, "CONCLAVE_SCHED_ANSWER_TTL", 3600, int, 60),
     )

@@ -9,7 +9,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from experts_registry.errors import ConclaveError, InvalidRequest, NotFound, RateLimited, UserError, ValidationFailed
+from experts_registry.errors import (ConclaveError, InvalidRequest, NotFound, RateLimited, ShuttingDown, UserError,
+                                     ValidationFailed)
 
 from .metrics import Metrics
 
@@ -20,7 +21,7 @@ def error_response(exc: ConclaveError, metrics: Metrics | None = None) -> JSONRe
     if metrics is not None:
         metrics.errors.labels(exc.type).inc()
     headers = {}
-    if isinstance(exc, RateLimited):
+    if isinstance(exc, (RateLimited, ShuttingDown)):
         headers["Retry-After"] = str(max(1, int(round(exc.retry_after))))
     return JSONResponse(exc.to_body(), status_code=exc.status, headers=headers)
 

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import AsyncIterator
 
 from experts_registry import Store
-from experts_registry.errors import (ConfigError, ExpertNotFound, ExpertTimeout,
-                                     InvalidRequest, ModelNotFound, PermissionDenied, UpstreamError)
+from experts_registry.store import CachedStore
+from experts_registry.errors import (ConfigError, ExpertNotFound, ExpertTimeout, InvalidRequest, ModelNotFound,
+                                     PermissionDenied, ShuttingDown, UpstreamError, ValidationFailed)
 from experts_registry.model import Expert
 from router import Decision
 
@@ -19,6 +20,7 @@ from .backends import BackendPool, Delta, GenParams, Generation, collect
 from . import fanout
 from .aggregator_profile import best_aggregator, load_aggregator_profile
 from .config import VIRTUAL_AUTO, VIRTUAL_MOE, Settings
+from .idempotency import Ticket
 from .metrics import Metrics
 from .protocol import ChatRequest
 from .keywords import extract_keywords
@@ -38,6 +40,7 @@ class Routed:
     aggregation: fanout.Aggregation | None = None
     with_candidates: bool = False
     failed: dict[str, str] = field(default_factory=dict)   # experts that failed before a fallback
+    pool: dict[str, Expert] = field(default_factory=dict, repr=False)   # the experts it was routed among
 
     def info(self) -> dict:
         info = {"expert": self.expert.name}
@@ -53,7 +56,7 @@ class Routed:
 class Gateway:
     def __init__(self, settings: Settings, store: Store, backends: BackendPool, metrics: Metrics | None = None):
         self.settings = settings
-        self.store = store
+        self.store = CachedStore(store, settings.expert_cache_seconds) if settings.expert_cache_seconds > 0 else store
         self.backends = backends
         self.metrics = metrics or Metrics()
         self.breakers = Breakers(settings.breaker_failures, settings.breaker_cooldown)
@@ -87,7 +90,8 @@ class Gateway:
             raise ConfigError(f"router {decision.router!r} chose {chosen!r}, which is not registered: "
                               "retrain the router or register the expert")
         self.metrics.routed.labels(decision.router, chosen).inc()
-        return Routed(by_name[chosen], decision, with_candidates=bool(opts and opts.return_candidates))
+        return Routed(by_name[chosen], decision, with_candidates=bool(opts and opts.return_candidates),
+                      pool=by_name)
 
     async def _keywords(self, router: str, text: str) -> dict:
         """Symbolic-MoE's LLM keyword extraction, when configured (CONCLAVE_KEYWORD_EXPERT) for skills."""
@@ -106,27 +110,60 @@ class Gateway:
             raise InvalidRequest(f"too many messages ({len(req.messages)} > {self.settings.max_messages})",
                                  param="messages")
         return GenParams(max_tokens=wanted or self.settings.default_max_tokens, temperature=req.temperature,
-                         top_p=req.top_p, stop=tuple(req.stop or ()), seed=req.seed)
+                         top_p=req.top_p, stop=tuple(req.stop or ()), seed=req.seed, stream=req.stream)
 
-    async def open_stream(self, req: ChatRequest, allowed: tuple[str, ...] = ()) -> tuple[Routed, AsyncIterator[Delta]]:
-        """Resolve the request and start the answer; errors before the first token raise here."""
+    async def open_stream(self, req: ChatRequest, allowed: tuple[str, ...] = (),
+                          ticket: Ticket | None = None) -> tuple[Routed, AsyncIterator[Delta]]:
+        """Resolve the request and start the answer; errors before the first token raise here.
+        With a ticket (an Idempotency-Key) and the Redis queue, a request recorded before is answered
+        from its job instead of running again; aggregated requests run again."""
+        queue = self._queue() if ticket is not None else None
+        if queue is not None and (rec := await self._recorded(queue, ticket)) is not None:
+            return Routed(rec.expert, rec.route and Decision.from_dict(rec.route)), self._resumed(queue, ticket, rec)
         routed = await self.resolve(req, allowed)
         params = self.params(req)
         messages = [{"role": m.role, "content": m.text()} for m in req.messages]
         if routed.decision is not None and routed.decision.k > 1:
             return await self._aggregate(req, routed, messages, params)
+        ticket = ticket if queue is not None else None
         if routed.decision is None:
-            return routed, self.call(routed.expert, messages, params)
-        return await self._with_fallback(routed, messages, params)
+            return routed, self.call(routed.expert, messages, params, ticket)
+        return await self._with_fallback(routed, messages, params,
+                                         ticket and replace(ticket, route=routed.decision.to_dict()))
 
-    async def _with_fallback(self, routed: Routed, messages, params) -> tuple[Routed, AsyncIterator[Delta]]:
+    def _queue(self):
+        """The Redis queue's front when llama.cpp experts are served through it, else None."""
+        return self.backends.get("llamacpp") if self.settings.sched_queue == "redis" else None
+
+    def drain(self, deadline: float) -> None:
+        """Shutdown began: requests waiting on the Redis queue get a retryable 503 at ``deadline``."""
+        if (queue := self._queue()) is not None:
+            queue.drain(deadline)
+
+    async def _recorded(self, queue, ticket: Ticket):
+        try:
+            return await queue.find(ticket)
+        except ValidationFailed:
+            self.metrics.idempotent.labels("conflict").inc()
+            raise
+
+    def _resumed(self, queue, ticket: Ticket, rec) -> AsyncIterator[Delta]:
+        if rec.answered:   # a stored answer: no expert runs, nothing to account for
+            self.metrics.idempotent.labels("stored").inc()
+            return queue.answer_of(ticket, rec)
+        self.metrics.idempotent.labels("resumed").inc()
+        name = rec.expert.name
+        return self._accounted(name, _deadline(queue.answer_of(ticket, rec), self.settings.expert_timeout, name))
+
+    async def _with_fallback(self, routed: Routed, messages, params,
+                             ticket: Ticket | None = None) -> tuple[Routed, AsyncIterator[Delta]]:
         """A routed answer from the chosen expert, or, if it fails before its first token, from the
         next experts of the decision (up to CONCLAVE_FALLBACKS more)."""
-        by_name = {e.name: e for e in self.store.list()}
+        by_name = routed.pool
         order = [c.expert for c in routed.decision.choices if c.expert in by_name]
         failed: dict[str, str] = {}
         for name in order[: self.settings.fallbacks + 1]:
-            it = self.call(by_name[name], messages, params).__aiter__()
+            it = self.call(by_name[name], messages, params, ticket).__aiter__()
             try:
                 first = await anext(it, None)
             except UpstreamError as exc:
@@ -139,13 +176,14 @@ class Gateway:
             return routed, _prepend(first, it)
         raise last
 
-    async def call(self, expert: Expert, messages: list[dict], params: GenParams) -> AsyncIterator[Delta]:
+    async def call(self, expert: Expert, messages: list[dict], params: GenParams,
+                   ticket: Ticket | None = None) -> AsyncIterator[Delta]:
         """One expert's answer as a stream: under the deadline, counted in the metrics, behind its
         circuit breaker, retried (before the first token only) on retryable upstream errors."""
         breaker = self.breakers.get(expert.name)
         breaker.check(expert.name, time.monotonic())
         for attempt in range(self.settings.retries + 1):
-            chunks = self.backends.get(expert.backend).stream(expert, messages, params)
+            chunks = self._stream(expert, messages, params, ticket)
             it = self._accounted(expert.name, _deadline(chunks, self.settings.expert_timeout, expert.name))
             try:
                 first = await anext(it, None)
@@ -164,8 +202,16 @@ class Gateway:
                     yield delta
             return
 
-    async def complete(self, req: ChatRequest, allowed: tuple[str, ...] = ()) -> tuple[Routed, Generation]:
-        routed, chunks = await self.open_stream(req, allowed)
+    def _stream(self, expert: Expert, messages: list[dict], params: GenParams, ticket: Ticket | None):
+        backend = self.backends.for_expert(expert)
+        if ticket is not None and backend is self._queue():   # the answer will outlive this process
+            self.metrics.idempotent.labels("queued").inc()
+            return backend.stream(expert, messages, params, ticket)
+        return backend.stream(expert, messages, params)
+
+    async def complete(self, req: ChatRequest, allowed: tuple[str, ...] = (),
+                       ticket: Ticket | None = None) -> tuple[Routed, Generation]:
+        routed, chunks = await self.open_stream(req, allowed, ticket)
         return routed, await collect(chunks)
 
     async def _aggregate(self, req, routed: Routed, messages, params) -> tuple[Routed, AsyncIterator[Delta]]:
@@ -217,22 +263,25 @@ class Gateway:
         except ExpertTimeout:
             outcome = "timeout"
             raise
+        except ShuttingDown:
+            outcome = "shutdown"
+            raise
         finally:
             self.metrics.expert_done(expert, outcome, time.perf_counter() - t0, usage)
 
 
 async def _deadline(chunks: AsyncIterator[Delta], seconds: float, expert: str) -> AsyncIterator[Delta]:
     """Pass chunks through until ``seconds`` have elapsed in all, then raise ExpertTimeout."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + seconds
+    end = asyncio.get_running_loop().time() + seconds
     it = chunks.__aiter__()
     try:
         while True:
             try:
-                delta = await asyncio.wait_for(it.__anext__(), max(0.0, end - loop.time()))
+                async with asyncio.timeout_at(end):   # no extra task per chunk, unlike wait_for
+                    delta = await it.__anext__()
             except StopAsyncIteration:
                 return
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise ExpertTimeout(f"expert {expert!r} did not answer within {seconds:g} s "
                                     "(CONCLAVE_EXPERT_TIMEOUT)", expert=expert) from None
             yield delta

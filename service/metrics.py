@@ -26,6 +26,9 @@ class Metrics:
                                  ["failed", "answered"], registry=r)
         self.breaker_trips = Counter("conclave_breaker_trips", "Circuit breaker openings", ["expert"], registry=r)
         self.routed = Counter("conclave_routed", "Routing decisions by router and chosen expert", ["router", "expert"], registry=r)
+        self.idempotent = Counter("conclave_idempotent_requests", "Requests with an Idempotency-Key on the Redis queue: "
+                                  "queued (new job), resumed (waited for a job queued before), stored (answered from "
+                                  "a stored answer), conflict (same key, other body)", ["outcome"], registry=r)
 
     def expert_done(self, expert: str, outcome: str, seconds: float, usage: dict | None) -> None:
         self.expert_calls.labels(expert, outcome).inc()

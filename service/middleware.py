@@ -25,6 +25,14 @@ class AuthAndLimits:
         self.settings = settings
         self.metrics = metrics
         self.auth = auth
+        self._children: dict[tuple, object] = {}   # metric children by labels: few routes, few statuses
+
+    def _child(self, metric, *labels):
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -37,7 +45,8 @@ class AuthAndLimits:
                 status[0] = message["status"]
             await send(message)
 
-        self.metrics.inflight.labels(route).inc()
+        inflight = self._child(self.metrics.inflight, route)
+        inflight.inc()
         try:
             try:
                 self._authorise(scope)
@@ -46,9 +55,9 @@ class AuthAndLimits:
                 return await _send_error(send_wrapped, exc, self.metrics)
             await self.app(scope, receive, send_wrapped)
         finally:
-            self.metrics.inflight.labels(route).dec()
-            self.metrics.requests.labels(route, str(status[0])).inc()
-            self.metrics.latency.labels(route).observe(time.perf_counter() - t0)
+            inflight.dec()
+            self._child(self.metrics.requests, route, str(status[0])).inc()
+            self._child(self.metrics.latency, route).observe(time.perf_counter() - t0)
 
     def _authorise(self, scope) -> None:
         """Resolve the caller into ``scope["conclave.principal"]`` (routes check what it may do)."""

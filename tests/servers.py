@@ -22,8 +22,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@contextmanager
-def running_gateway(home: Path, log: Path, **env_overrides):
+def start_gateway(home: Path, log: Path, **env_overrides) -> tuple[subprocess.Popen, str]:
+    """`conclave serve` on a free port, ready to answer: (process, base URL)."""
     port = free_port()
     env = {**os.environ, "CONCLAVE_HOME": str(home), "CONCLAVE_LLAMA_THREADS": "2", **env_overrides}
     with open(log, "w") as out:
@@ -32,6 +32,16 @@ def running_gateway(home: Path, log: Path, **env_overrides):
     base = f"http://127.0.0.1:{port}"
     try:
         _wait_ready(base, proc, log)
+    except BaseException:
+        proc.kill()
+        raise
+    return proc, base
+
+
+@contextmanager
+def running_gateway(home: Path, log: Path, **env_overrides):
+    proc, base = start_gateway(home, log, **env_overrides)
+    try:
         yield base
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -1,5 +1,5 @@
 """Fault injection: the gateway against a real misbehaving upstream (an HTTP server in a subprocess),
-through the real litellm backend."""
+on both client paths to an OpenAI-compatible expert: the lean aiohttp client and litellm."""
 
 from __future__ import annotations
 
@@ -23,8 +23,9 @@ pytestmark = pytest.mark.real
 CHAT = "/v1/chat/completions"
 
 
-@pytest.fixture(scope="module")
-def upstream():
+@pytest.fixture(scope="module", params=["lean", "litellm"])
+def upstream(request):
+    """A fresh upstream per client path (it counts requests per model to fail the first N)."""
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "tests.fake_upstream", str(port)])
     base = f"http://127.0.0.1:{port}"
@@ -34,20 +35,24 @@ def upstream():
             break
         except httpx.HTTPError:
             time.sleep(0.05)
-    yield base
+    yield base, request.param
     proc.kill()
 
 
 @pytest.fixture
 def client(upstream, tmp_path, client_for):
-    settings = load_settings().with_(expert_timeout=2.0, breaker_failures=2, breaker_cooldown=60.0)
+    upstream, path = upstream
+    settings = load_settings().with_(expert_timeout=2.0, breaker_failures=2, breaker_cooldown=60.0,
+                                     lean_client=path == "lean")
     store = open_store(tmp_path / "faults")
     for name, model, skills in [("good", "ok", ("general",)), ("rate", "429-1", ()), ("flaky", "500-1", ()),
                                 ("broken", "500", ("broken",)), ("hang", "hang", ()), ("reset", "reset", ()),
                                 ("mid", "midstream", ()), ("broken2", "500", ())]:
         store.add(Expert(name=name, backend="litellm", model=f"openai/{model}", api_base=upstream + "/v1",
                          skills=skills))
-    return client_for(Gateway(settings, store, BackendPool(settings)))
+    backends = BackendPool(settings)
+    assert backends.kind_for(store.get("good")) == ("openai" if path == "lean" else "litellm")
+    return client_for(Gateway(settings, store, backends))
 
 
 def ask(client, model, **kw):

@@ -19,13 +19,18 @@ from .servers import CONCLAVE
 pytestmark = pytest.mark.real
 
 
-def start_worker(name: str, prefix: str, home, kind: str = "fake") -> subprocess.Popen:
-    """``conclave worker`` in a subprocess."""
+def start_worker(name: str, prefix: str, home, kind: str = "fake", log=None) -> subprocess.Popen:
+    """``conclave worker`` in a subprocess (its log, one line per generated job, to the file ``log``)."""
     env = {**os.environ, "CONCLAVE_REDIS_URL": REDIS_URL, "CONCLAVE_REDIS_PREFIX": prefix,
            "CONCLAVE_HOME": str(home), "CONCLAVE_SCHED_MAX_BATCH": "3", "CONCLAVE_FAKE_GEN_S": "0.3",
            "CONCLAVE_LLAMA_THREADS": "1"}
-    return subprocess.Popen([CONCLAVE, "worker", "--kind", kind, "--name", name, "--reclaim-ms", "1000"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    out = open(log, "a") if log else subprocess.DEVNULL
+    try:
+        return subprocess.Popen([CONCLAVE, "worker", "--kind", kind, "--name", name, "--reclaim-ms", "1000"],
+                                env=env, stdout=out, stderr=out)
+    finally:
+        if log:
+            out.close()
 
 
 def test_sigkill_of_a_worker_mid_batch_loses_nothing_and_answers_once(redis_prefix, tmp_path):

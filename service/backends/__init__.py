@@ -1,20 +1,26 @@
-"""Backends by kind (plain dict of factories) and the pool that builds them on first use."""
+"""Backends by kind (plain dict of factories) and the pool that builds them on first use.
+
+An expert's kind is its record's ``backend``, except that OpenAI-compatible ``litellm`` experts go
+to the lean ``openai`` client (``openai_backend.lean_eligible``) unless ``CONCLAVE_LEAN_CLIENT=0``.
+"""
 
 from __future__ import annotations
 
 from typing import Callable
 
 from experts_registry.errors import ExpertUnavailable
+from experts_registry.model import Expert
 
 from ..config import Settings
 from .base import Backend, Delta, GenParams, Generation, collect, usage_dict
+from .openai_backend import lean_eligible
 
 
 def _llamacpp(s: Settings) -> Backend:
     if s.sched_queue == "redis":   # worker processes (`conclave worker`) serve the shared queue
         from ..scheduler.redis_queue import RedisFront
 
-        return RedisFront(s.redis_url, s.redis_prefix, s.sched_queue_total)
+        return RedisFront(s.redis_url, s.redis_prefix, s.sched_queue_total, s.sched_answer_ttl)
     from .scheduled import scheduled
 
     return scheduled("llamacpp", s)   # one (or CONCLAVE_SCHED_WORKERS) in-process llama.cpp worker
@@ -26,13 +32,20 @@ def _litellm(s: Settings) -> Backend:
     return LiteLLMBackend(s.expert_timeout)
 
 
+def _openai(s: Settings) -> Backend:
+    from .openai_backend import OpenAIBackend
+
+    return OpenAIBackend(s.expert_timeout)
+
+
 def _vllm(s: Settings) -> Backend:
     from .scheduled import scheduled
 
     return scheduled("vllm", s)   # in-process vLLM engines (one per loaded model), expert-batched
 
 
-BACKENDS: dict[str, Callable[[Settings], Backend]] = {"llamacpp": _llamacpp, "litellm": _litellm, "vllm": _vllm}
+BACKENDS: dict[str, Callable[[Settings], Backend]] = {"llamacpp": _llamacpp, "litellm": _litellm, "vllm": _vllm,
+                                                     "openai": _openai}
 
 
 class BackendPool:
@@ -48,6 +61,16 @@ class BackendPool:
                                         f"(available: {', '.join(sorted(self.factories))})")
             self._made[kind] = self.factories[kind](self.settings)
         return self._made[kind]
+
+    def kind_for(self, expert: Expert) -> str:
+        """Which backend serves ``expert``: the lean client for OpenAI-compatible litellm experts
+        (when it is on and in this pool), else the record's own kind."""
+        if self.settings.lean_client and "openai" in self.factories and lean_eligible(expert):
+            return "openai"
+        return expert.backend
+
+    def for_expert(self, expert: Expert) -> Backend:
+        return self.get(self.kind_for(expert))
 
     def stats(self) -> dict[str, dict]:
         """Scheduler snapshots of the backends built so far that run behind a scheduler."""

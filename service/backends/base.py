@@ -8,6 +8,7 @@ error tree (``UpstreamError`` naming the expert, ``ExpertUnavailable``).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import AsyncIterator, Protocol
 
@@ -21,6 +22,7 @@ class GenParams:
     top_p: float | None = None
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    stream: bool = True   # False: the caller wants the whole answer, so a backend may ask for it at once
 
 
 @dataclass
@@ -55,3 +57,25 @@ async def collect(chunks: AsyncIterator[Delta]) -> Generation:
 def usage_dict(prompt_tokens: int, completion_tokens: int) -> dict:
     return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
             "total_tokens": prompt_tokens + completion_tokens}
+
+
+def sampling(expert: Expert, params: GenParams) -> dict:
+    """The OpenAI request fields both HTTP clients send: max_tokens, stop (the expert's, then the
+    request's, at most 4), and temperature / top_p / seed when given."""
+    fields: dict = {"max_tokens": params.max_tokens}
+    stop = list(expert.stop) + list(params.stop)
+    if stop:
+        fields["stop"] = stop[:4]
+    for name in ("temperature", "top_p", "seed"):
+        value = getattr(params, name)
+        if value is not None:
+            fields[name] = value
+    return fields
+
+
+def scrub(message: str, expert: Expert) -> str:
+    """An upstream's error text, safe to show: the expert's API key masked, at most 500 characters."""
+    key = os.environ.get(expert.api_key_env or "", "")
+    if key and len(key) >= 4:
+        message = message.replace(key, "***")
+    return message[:500]

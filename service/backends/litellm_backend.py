@@ -13,7 +13,7 @@ from experts_registry.errors import ConclaveError, ExpertTimeout, UpstreamError
 from experts_registry.model import Expert
 
 from ..prompting import chat_messages, completion_prompt
-from .base import Delta, GenParams, usage_dict
+from .base import Delta, GenParams, sampling, scrub, usage_dict
 
 
 def _litellm():
@@ -25,18 +25,12 @@ def _litellm():
 
 
 def _kwargs(expert: Expert, params: GenParams, timeout: float) -> dict:
-    kw = {"model": expert.model, "max_tokens": params.max_tokens, "stream": True, "timeout": timeout,
+    kw = {"model": expert.model, "stream": True, "timeout": timeout,
           "num_retries": 0, "max_retries": 0,  # the gateway retries, with its own budget and breaker
-          "api_key": os.environ.get(expert.api_key_env, "") if expert.api_key_env else "none"}
+          "api_key": os.environ.get(expert.api_key_env, "") if expert.api_key_env else "none",
+          **sampling(expert, params)}
     if expert.api_base:
         kw["api_base"] = expert.api_base
-    stop = list(expert.stop) + list(params.stop)
-    if stop:
-        kw["stop"] = stop[:4]
-    for name in ("temperature", "top_p", "seed"):
-        value = getattr(params, name)
-        if value is not None:
-            kw[name] = value
     return kw
 
 
@@ -49,13 +43,6 @@ def _retry_after(exc: Exception) -> float | None:
         return float(value) if value is not None else None
     except (TypeError, ValueError, AttributeError):
         return None
-
-
-def _scrub(message: str, expert: Expert) -> str:
-    key = os.environ.get(expert.api_key_env or "", "")
-    if key and len(key) >= 4:
-        message = message.replace(key, "***")
-    return message[:500]
 
 
 class LiteLLMBackend:
@@ -84,7 +71,7 @@ class LiteLLMBackend:
                                           litellm.ServiceUnavailableError, litellm.RateLimitError))
                          or (isinstance(status, int) and (status == 429 or status >= 500)))
             raise UpstreamError(f"expert {expert.name!r} failed: {type(exc).__name__}: "
-                                f"{_scrub(str(exc), expert)}", expert=expert.name, retryable=retryable,
+                                f"{scrub(str(exc), expert)}", expert=expert.name, retryable=retryable,
                                 retry_after=_retry_after(exc)) from None
 
     async def close(self) -> None:

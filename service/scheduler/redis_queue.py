@@ -1,9 +1,11 @@
 """The scheduler's queue in Redis Streams: any gateway enqueues, worker processes consume.
 
-    {prefix}sched:jobs          stream of jobs; consumer group ``workers``
-    {prefix}sched:reply:{id}    list holding the one answer of a job (JSON), read by the gateway
-    {prefix}sched:done:{id}     set once, atomically with the reply: a job is answered exactly once
-    {prefix}sched:cancel:{id}   set by the gateway when its client left; workers skip the job
+    {prefix}sched:jobs           stream of jobs; consumer group ``workers``
+    {prefix}sched:reply:{id}     list holding the one answer of a job (JSON), read by the waiting gateway
+    {prefix}sched:done:{id}      set once, atomically with the reply: a job is answered exactly once
+    {prefix}sched:cancel:{id}    set by the gateway when its client left; workers skip the job
+    {prefix}sched:request:{rid}  a request sent with an Idempotency-Key: body digest, job id, expert, route
+    {prefix}sched:answer:{id}    the answer of such a request's job, kept for CONCLAVE_SCHED_ANSWER_TTL
 
 A worker reads jobs with XREADGROUP into its own BatchPolicy (so it still groups by expert),
 keeps the jobs it holds fresh with a heartbeat (XCLAIM of its own pending entries), and takes
@@ -11,74 +13,193 @@ over the jobs of a worker that stopped heart-beating with XAUTOCLAIM.  An answer
 by a Lua script that sets the done key and pushes the reply only if the done key was unset, so
 a job re-run after a crash never answers twice.  The answer travels whole (no token streaming
 through Redis yet).
+
+A keyed request (``service.idempotency``) is recorded and enqueued by one script, its answer is
+also kept under ``answer:{id}``, and its job is never withdrawn: when the gateway shuts down
+before the answer, the client gets a retryable 503 and a retry with the same key, on any gateway,
+collects the answer (or waits for it) instead of queueing again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 
-from experts_registry.errors import ExpertUnavailable, RateLimited, UpstreamError
+from experts_registry.errors import ExpertUnavailable, RateLimited, ShuttingDown, UpstreamError
 from experts_registry.model import Expert
 
 from ..backends.base import Delta, GenParams
+from ..idempotency import HEADER, Ticket, check_same_body
 
 GROUP = "workers"
 PUBLISH = """
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', 3600) then
-  redis.call('RPUSH', KEYS[2], ARGV[2]); redis.call('EXPIRE', KEYS[2], 600); return 1
+local ttl = tonumber(ARGV[3]) or 3600
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ttl) then
+  redis.call('RPUSH', KEYS[2], ARGV[2]); redis.call('EXPIRE', KEYS[2], 600)
+  if KEYS[3] then
+    redis.call('SET', KEYS[3], ARGV[2], 'EX', ttl)
+    if redis.call('HGET', KEYS[4], 'job') == ARGV[4] then redis.call('EXPIRE', KEYS[4], ttl) end
+  end
+  return 1
 end
 return 0
 """
+# KEYS: request record, jobs stream; ARGV: ttl, body digest, job id, expert, route, then the job's fields
+ENQUEUE = """
+local known = redis.call('HMGET', KEYS[1], 'body', 'job', 'expert', 'route', 'entry')
+if known[1] then return known end
+local entry = redis.call('XADD', KEYS[2], '*', unpack(ARGV, 6))
+redis.call('HSET', KEYS[1], 'body', ARGV[2], 'job', ARGV[3], 'expert', ARGV[4], 'route', ARGV[5], 'entry', entry)
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+return false
+"""
+FORGET = "if redis.call('HGET', KEYS[1], 'job') == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 ERRORS = {"expert_unavailable": ExpertUnavailable}
+POLL_S = 0.5   # longest blocking read: a client that leaves, or a shutdown, is noticed within it
 
 
 def keys(prefix: str) -> dict[str, str]:
     base = prefix + "sched:"
-    return {"jobs": base + "jobs", "reply": base + "reply:", "done": base + "done:", "cancel": base + "cancel:"}
+    return {"jobs": base + "jobs", "reply": base + "reply:", "done": base + "done:", "cancel": base + "cancel:",
+            "request": base + "request:", "answer": base + "answer:"}
+
+
+@dataclass
+class Recorded:
+    """A keyed request found in Redis: its job, the expert and route it was sent to, whether it is answered."""
+    body: str
+    job: str
+    expert: Expert
+    route: dict | None
+    entry: str
+    answered: bool = False
+
+    @classmethod
+    def of(cls, fields: list) -> "Recorded | None":
+        if not fields or fields[0] is None:
+            return None
+        body, job, expert, route, entry = (f.decode() if isinstance(f, bytes) else f for f in fields)
+        return cls(body, job, Expert.from_json(expert), json.loads(route), entry)
 
 
 class RedisFront:
     """The gateway side: ``stream`` enqueues a job and waits for its one answer."""
 
-    def __init__(self, url: str, prefix: str, queue_total: int = 256):
-        self.url, self.keys, self.queue_total = url, keys(prefix), queue_total
+    def __init__(self, url: str, prefix: str, queue_total: int = 256, answer_ttl: int = 3600):
+        self.url, self.keys, self.queue_total, self.answer_ttl = url, keys(prefix), queue_total, answer_ttl
+        self.deadline: float | None = None   # time.monotonic() at which waiting requests get a 503 (shutdown)
 
-    async def stream(self, expert: Expert, messages: list[dict], params: GenParams):
-        import redis.asyncio as aredis
+    def drain(self, deadline: float) -> None:
+        """The server is shutting down: requests still waiting at ``deadline`` are answered 503 (keyed
+        ones stay queued for a retry; the others are withdrawn)."""
+        self.deadline = deadline if self.deadline is None else min(self.deadline, deadline)
 
-        r = aredis.Redis.from_url(self.url)
+    async def stream(self, expert: Expert, messages: list[dict], params: GenParams, ticket: Ticket | None = None):
+        r = self._redis()
         job_id, queued, answered = uuid.uuid4().hex, False, False
         try:
             if await r.xlen(self.keys["jobs"]) >= self.queue_total:
                 raise RateLimited(f"the shared queue is full ({self.queue_total} jobs; CONCLAVE_SCHED_QUEUE_TOTAL): "
                                   "retry after the Retry-After delay", retry_after=5)
-            await r.xadd(self.keys["jobs"], {"id": job_id, "expert": expert.to_json(),
-                                             "messages": json.dumps(messages), "params": json.dumps(asdict(params))})
+            fields = {"id": job_id, "expert": expert.to_json(), "messages": json.dumps(messages),
+                      "params": json.dumps(asdict(params)), "ttl": str(self.answer_ttl)}
+            if ticket is None:
+                await r.xadd(self.keys["jobs"], fields)
+            else:
+                twin = await self._enqueue(r, ticket, expert, {**fields, "request": ticket.rid})
+                if twin is not None:   # the same key arrived a moment earlier: its answer is this one's
+                    check_same_body(ticket, twin.body)
+                    job_id = twin.job
             queued = True
-            reply = None
-            while reply is None:   # short waits, so a client that leaves is noticed promptly
-                reply = await r.blpop([self.keys["reply"] + job_id], timeout=1)
+            answer = await self._answer(r, job_id, expert.name, ticket and ticket.rid)
             answered = True
-            answer = json.loads(reply[1])
-            if "error" in answer:
-                cls = ERRORS.get(answer.get("code"), UpstreamError)
-                raise cls(answer["error"], expert=expert.name)
-            if answer["text"]:
-                yield Delta(answer["text"])
-            yield Delta("", answer["finish_reason"], answer["usage"])
+            for delta in _deltas(answer):
+                yield delta
         finally:
-            if queued and not answered:
+            if queued and not answered and ticket is None:
                 await asyncio.shield(r.set(self.keys["cancel"] + job_id, 1, ex=3600))
             await r.aclose()
 
-    def stats(self) -> dict:
-        return {}
+    async def find(self, ticket: Ticket) -> Recorded | None:
+        """The request recorded under ``ticket`` (422 if its body differs), or None when it is unknown,
+        expired, or its job left the queue unanswered (then the key starts afresh)."""
+        r = self._redis()
+        try:
+            rec = Recorded.of(await r.hmget(self.keys["request"] + ticket.rid, "body", "job", "expert", "route",
+                                            "entry"))
+            if rec is None:
+                return None
+            check_same_body(ticket, rec.body)
+            rec.answered = bool(await r.exists(self.keys["answer"] + rec.job))
+            if rec.answered or await r.xrange(self.keys["jobs"], rec.entry, rec.entry):
+                return rec
+            rec.answered = bool(await r.exists(self.keys["answer"] + rec.job))   # answered in between?
+            if rec.answered:
+                return rec
+            await r.eval(FORGET, 1, self.keys["request"] + ticket.rid, rec.job)   # lost (stream trimmed, flushed)
+            return None
+        finally:
+            await r.aclose()
+
+    async def answer_of(self, ticket: Ticket, rec: Recorded):
+        """The answer of a recorded request: at once if stored, else when a worker publishes it."""
+        r = self._redis()
+        try:
+            for delta in _deltas(await self._answer(r, rec.job, rec.expert.name, ticket.rid)):
+                yield delta
+        finally:
+            await r.aclose()
+
+    def _redis(self):
+        import redis.asyncio as aredis
+
+        return aredis.Redis.from_url(self.url)
+
+    async def _enqueue(self, r, ticket: Ticket, expert: Expert, fields: dict) -> Recorded | None:
+        """Record the keyed request and enqueue its job in one step; the earlier record if there is one."""
+        flat = [x for kv in fields.items() for x in kv]
+        known = await r.eval(ENQUEUE, 2, self.keys["request"] + ticket.rid, self.keys["jobs"], self.answer_ttl,
+                             ticket.body, fields["id"], expert.to_json(), json.dumps(ticket.route), *flat)
+        return Recorded.of(known)
+
+    async def _answer(self, r, job_id: str, expert: str, rid: str | None) -> dict:
+        """Wait for a job's answer; an error answer forgets a keyed request, so that a retry runs again."""
+        answer = await self._wait(r, job_id, kept=rid is not None)
+        if "error" in answer:
+            if rid is not None:
+                await r.eval(FORGET, 1, self.keys["request"] + rid, job_id)
+            raise ERRORS.get(answer.get("code"), UpstreamError)(answer["error"], expert=expert)
+        return answer
+
+    async def _wait(self, r, job_id: str, kept: bool) -> dict:
+        while True:
+            if kept and (stored := await r.get(self.keys["answer"] + job_id)) is not None:
+                return json.loads(stored)
+            left = None if self.deadline is None else self.deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise _shutdown(kept)
+            timeout = POLL_S if left is None else min(POLL_S, max(left, 0.01))
+            reply = await r.blpop([self.keys["reply"] + job_id], timeout=timeout)
+            if reply is not None:
+                return json.loads(reply[1])
 
     async def close(self) -> None:
         return None
+
+
+def _shutdown(kept: bool) -> ShuttingDown:
+    if kept:
+        return ShuttingDown(f"the gateway is restarting before your answer came; the request stays queued and "
+                            f"will be answered: retry with the same {HEADER} header to collect its answer")
+    return ShuttingDown(f"the gateway is restarting and your queued request was withdrawn: retry it (sent with an "
+                        f"{HEADER} header, a queued request survives a restart)")
+
+
+def _deltas(answer: dict) -> list[Delta]:
+    return ([Delta(answer["text"])] if answer["text"] else []) + [Delta("", answer["finish_reason"], answer["usage"])]
 
 
 def answer_payload(deltas: list, error: BaseException | None) -> str:

@@ -23,7 +23,7 @@ from experts_registry.model import Expert
 
 from ..workers.base import Job, Worker
 from .local import serve_batch
-from .policy import BatchPolicy, Pending
+from .policy import BatchPolicy, Pending, policy_from
 from .redis_queue import GROUP, PUBLISH, answer_payload, keys, params_from
 from .stats import SchedStats
 
@@ -38,7 +38,7 @@ class RedisWorkerLoop:
         self.r = redis.Redis.from_url(url)
         self.keys, self.worker, self.policy, self.name = keys(prefix), worker, policy, name
         self.reclaim_ms = reclaim_ms
-        self.held: dict[int, tuple[bytes, str, Expert, list, object]] = {}  # seq -> (entry id, job id, ...)
+        self.held: dict[int, tuple[bytes, dict, Expert, list, object]] = {}  # seq -> (entry id, fields, ...)
         self.stats = SchedStats()
         self.stop = threading.Event()
         self._seq = itertools.count(1)
@@ -53,12 +53,21 @@ class RedisWorkerLoop:
                 raise
         threading.Thread(target=self._heartbeat, daemon=True).start()
         while not self.stop.is_set():
-            self._fetch(block_ms=0 if self.policy.pending() else 500)
+            self._fetch(block_ms=self._block_ms())
             pick = self.policy.next(self.worker.loaded(), time.monotonic())
             if pick is not None:
                 self._serve(pick)
                 self.policy.done(pick.expert)
         self.worker.close()
+
+    def _block_ms(self) -> int:
+        """How long to wait for new jobs: not at all with work ready, until a held expert's reload
+        gap ends (at most 0.5 s) with only held work, 0.5 s when idle."""
+        if not self.policy.pending():
+            return 500
+        now = time.monotonic()
+        wake = self.policy.wake_at(now)
+        return 0 if wake is None else max(1, min(500, int((wake - now) * 1000)))
 
     def _fetch(self, block_ms: int) -> None:
         _, claimed, *_ = self.r.xautoclaim(self.keys["jobs"], GROUP, self.name, self.reclaim_ms, "0-0", count=50)
@@ -71,15 +80,15 @@ class RedisWorkerLoop:
             expert = Expert.from_json(f["expert"])
             seq = next(self._seq)
             with self._lock:
-                self.held[seq] = (entry_id, f["id"], expert, json.loads(f["messages"]),
-                                  params_from(f["params"]))
+                self.held[seq] = (entry_id, f, expert, json.loads(f["messages"]), params_from(f["params"]))
             self.policy.add(Pending(seq, expert.name, time.monotonic()))
 
     def _serve(self, pick) -> None:
         expert = self.held[pick.items[0].id][2]
         jobs, outs = [], {}
         for item in pick.items:
-            entry_id, job_id, _, messages, params = self.held[item.id]
+            entry_id, fields, _, messages, params = self.held[item.id]
+            job_id = fields["id"]
             out: list = []
             outs[item.id] = out
             job = Job(expert.name, messages, params, out.append, id=item.id)
@@ -92,15 +101,23 @@ class RedisWorkerLoop:
             self._finish(job, outs[job.id])
 
     def _finish(self, job: Job, out: list) -> None:
-        entry_id, job_id = self.held[job.id][:2]
+        entry_id, fields = self.held[job.id][:2]
         if not job.cancel.is_set():
-            error = next((x for x in out if isinstance(x, BaseException)), None)
-            self._publish(keys=[self.keys["done"] + job_id, self.keys["reply"] + job_id],
-                          args=[self.name, answer_payload([x for x in out if hasattr(x, "text")], error)])
+            self._answer(fields, out)
         self.r.xack(self.keys["jobs"], GROUP, entry_id)
         self.r.xdel(self.keys["jobs"], entry_id)
         with self._lock:
             del self.held[job.id]
+
+    def _answer(self, fields: dict, out: list) -> None:
+        """Publish a job's answer (a keyed request's is also kept for its ttl, see ``redis_queue``)."""
+        job_id, rid = fields["id"], fields.get("request")
+        error = next((x for x in out if isinstance(x, BaseException)), None)
+        kept = [self.keys["answer"] + job_id, self.keys["request"] + rid] if rid else []
+        first = self._publish(keys=[self.keys["done"] + job_id, self.keys["reply"] + job_id, *kept],
+                              args=[self.name, answer_payload([x for x in out if hasattr(x, "text")], error),
+                                    fields.get("ttl", 3600), job_id])
+        log.info("generated job %s: %s", job_id, "answered" if first else "answered before, this answer dropped")
 
     def _heartbeat(self) -> None:
         """Keep the jobs this worker holds from looking abandoned (XCLAIM resets their idle time)."""
@@ -130,7 +147,7 @@ def serve_worker(name: str, kind: str = "llamacpp", reclaim_ms: int = 5000) -> N
     if not s.redis_url:
         raise ConfigError("set CONCLAVE_REDIS_URL: a worker process serves the gateways' Redis queue")
     loop = RedisWorkerLoop(s.redis_url, s.redis_prefix, make_worker(kind, s, name),
-                           BatchPolicy(s.sched_max_batch, s.sched_max_wait), name, reclaim_ms)
+                           policy_from(s), name, reclaim_ms)
     signal.signal(signal.SIGTERM, lambda *_: loop.stop.set())
     log.info("worker %s serving %s", name, loop.keys["jobs"])
     loop.run()

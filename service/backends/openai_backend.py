@@ -1,0 +1,172 @@
+"""OpenAI-compatible experts through a lean async HTTP client: one pooled aiohttp session.
+
+litellm spends milliseconds of CPU on every call (request translation, response objects, callbacks),
+so experts whose litellm model string names an OpenAI-compatible server at an ``api_base``
+(``openai/NAME``, ``hosted_vllm/NAME``, ...: :func:`lean_eligible`) are called with this client
+instead, unless ``CONCLAVE_LEAN_CLIENT=0``; every other litellm expert keeps litellm's translation.
+Failures mean what they mean on the litellm path: 429, 5xx and broken connections are retryable
+UpstreamErrors (with the upstream's Retry-After), other 4xx are not, running out of time is
+ExpertTimeout, and the API key (read from the variable the record names) never appears in a message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from functools import lru_cache
+
+from experts_registry.errors import ConclaveError, ExpertTimeout, UpstreamError
+from experts_registry.model import Expert
+
+from ..prompting import chat_messages, completion_prompt
+from .base import Delta, GenParams, sampling, scrub, usage_dict
+
+# litellm providers that speak the OpenAI wire format to whatever server api_base names
+LEAN_PROVIDERS = ("openai", "hosted_vllm", "custom_openai", "lm_studio", "llamafile")
+
+
+def lean_eligible(expert: Expert) -> bool:
+    """True for a litellm expert ``PROVIDER/NAME`` with an ``api_base``, PROVIDER one of LEAN_PROVIDERS."""
+    provider, _, name = expert.model.partition("/")
+    return expert.backend == "litellm" and bool(expert.api_base) and bool(name) and provider in LEAN_PROVIDERS
+
+
+def build_request(expert: Expert, messages: list[dict], params: GenParams) -> tuple[str, dict]:
+    """The URL and JSON body litellm would send for this expert (chat or completion style)."""
+    base = expert.api_base.rstrip("/")
+    body = {"model": expert.model.partition("/")[2], "stream": params.stream, **sampling(expert, params)}
+    if expert.prompt_style == "completion":
+        return base + "/completions", {**body, "prompt": completion_prompt(expert, messages)}
+    body["messages"] = chat_messages(expert, messages)
+    if params.stream:
+        body["stream_options"] = {"include_usage": True}
+    return base + "/chat/completions", body
+
+
+class OpenAIBackend:
+    def __init__(self, timeout: float = 120.0):
+        self.timeout = timeout
+        self._session = None
+        self._closer: asyncio.Task | None = None
+
+    def _client(self):
+        """The pooled session of the running event loop: made on first use, closed with its loop
+        (tests run several loops one after the other; a server runs one)."""
+        loop = asyncio.get_running_loop()
+        if self._session is None or self._session.closed or self._closer.get_loop() is not loop:
+            import aiohttp
+
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=1024, keepalive_timeout=30, ttl_dns_cache=300),
+                timeout=aiohttp.ClientTimeout(total=self.timeout, sock_connect=min(10.0, self.timeout)),
+                cookie_jar=aiohttp.DummyCookieJar(), skip_auto_headers=("User-Agent",))
+            self._closer = loop.create_task(_close_with_loop(self._session))
+        return self._session
+
+    async def stream(self, expert: Expert, messages: list[dict], params: GenParams):
+        import aiohttp
+
+        url, body = build_request(expert, messages, params)
+        url = _url(url)
+        headers = {"content-type": "application/json"}
+        key = os.environ.get(expert.api_key_env, "") if expert.api_key_env else ""
+        if key:
+            headers["authorization"] = f"Bearer {key}"
+        try:
+            async with self._client().post(url, data=json.dumps(body), headers=headers) as resp:
+                if resp.status >= 400:
+                    raise await _http_error(expert, resp)
+                if params.stream:
+                    async for delta in _events(expert, resp):
+                        yield delta
+                else:
+                    yield _whole(json.loads(await resp.read()))
+        except ConclaveError:
+            raise
+        except asyncio.TimeoutError:   # aiohttp's ServerTimeoutError is one too
+            raise ExpertTimeout(f"expert {expert.name!r} timed out", expert=expert.name) from None
+        except aiohttp.ClientError as exc:   # refused, reset, cut mid-stream: worth another try
+            raise UpstreamError(f"expert {expert.name!r} failed: {type(exc).__name__}: "
+                                f"{scrub(str(exc), expert)}", expert=expert.name, retryable=True) from None
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
+            raise UpstreamError(f"expert {expert.name!r} sent a malformed response: {type(exc).__name__}: "
+                                f"{scrub(str(exc), expert)}", expert=expert.name) from None
+
+    async def close(self) -> None:
+        if self._session is not None and self._closer.get_loop() is asyncio.get_running_loop():
+            self._closer.cancel()
+            await self._session.close()
+        self._session = None
+
+
+async def _close_with_loop(session) -> None:
+    """Close ``session`` when its event loop ends (asyncio.run cancels every pending task then)."""
+    try:
+        await asyncio.get_running_loop().create_future()
+    finally:
+        await session.close()
+
+
+@lru_cache(maxsize=1024)
+def _url(url: str):
+    """The parsed URL, once per endpoint (aiohttp would parse the string on every request)."""
+    from yarl import URL
+
+    return URL(url)
+
+
+async def _http_error(expert: Expert, resp) -> UpstreamError:
+    text = (await resp.read()).decode("utf-8", "replace")
+    try:
+        text = json.loads(text)["error"]["message"]
+    except (ValueError, KeyError, TypeError):
+        pass
+    retryable = resp.status == 429 or resp.status >= 500
+    return UpstreamError(f"expert {expert.name!r} failed: HTTP {resp.status}: {scrub(str(text), expert)}",
+                         expert=expert.name, retryable=retryable,
+                         retry_after=_seconds(resp.headers.get("retry-after")) if retryable else None)
+
+
+def _seconds(value: str | None) -> float | None:
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None   # an HTTP date: fall back to the gateway's own backoff
+
+
+def _usage(u: dict | None) -> dict | None:
+    if not u:
+        return None
+    return usage_dict(u.get("prompt_tokens") or 0, u.get("completion_tokens") or 0)
+
+
+def _whole(obj: dict) -> Delta:
+    choice = obj["choices"][0]
+    text = (choice.get("message") or {}).get("content") or choice.get("text") or ""
+    return Delta(text, choice.get("finish_reason") or "stop", _usage(obj.get("usage")) or usage_dict(0, 0))
+
+
+async def _events(expert: Expert, resp):
+    """Deltas from an SSE body (``data: {...}`` lines, then ``data: [DONE]``); the last carries
+    finish_reason and usage. An in-band error event is an UpstreamError."""
+    finish, usage = "stop", None
+    async for line in resp.content:
+        if not line.startswith(b"data:"):
+            continue
+        data = line[5:].strip()
+        if data == b"[DONE]":
+            break
+        event = json.loads(data)
+        if event.get("error"):
+            err = event["error"]
+            raise UpstreamError(f"expert {expert.name!r} failed mid-stream: "
+                                f"{scrub(str(err.get('message', err) if isinstance(err, dict) else err), expert)}",
+                                expert=expert.name)
+        usage = _usage(event.get("usage")) or usage
+        for choice in (event.get("choices") or ())[:1]:
+            text = (choice.get("delta") or {}).get("content") or choice.get("text") or ""
+            if text:
+                yield Delta(text)
+            finish = choice.get("finish_reason") or finish
+    yield Delta("", finish, usage or usage_dict(0, 0))

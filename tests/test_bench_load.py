@@ -1,0 +1,24 @@
+"""The load benchmark's pieces: its quick mode (no LiteLLM) runs end to end and reports figures."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.real
+
+
+def test_quick_load_benchmark_without_litellm(tmp_path):
+    out = tmp_path / "load.json"
+    run = subprocess.run([sys.executable, "-m", "benchmarks.bench_load", "--quick", "--no-litellm", "--no-sdk",
+                          "--json", str(out)], capture_output=True, text=True, timeout=180)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "added latency ms" in run.stdout and "routing cost" in run.stdout
+    figures = json.loads(out.read_text())
+    for system in ("direct", "conclave", "conclave-routed"):
+        assert figures["closed"][system]["1"]["errors"] == 0 and figures["closed"][system]["1"]["requests"] > 0
+    assert figures["sustained"]["conclave"]["sustained_rate"] > 0
+    assert all(p["cpu_s"]["upstream"] >= 0 for p in figures["phases"])
