@@ -124,6 +124,16 @@ def report(results_dir) -> None:
         raise click.ClickException(exc.message) from exc
 
 
+def _register_run_commands() -> None:
+    from .cli_run import run, sweep
+
+    bench.add_command(run)
+    bench.add_command(sweep)
+
+
+_register_run_commands()
+
+
 def main() -> None:
     bench(prog_name="python -m benchmarks.cli")
 
