@@ -212,13 +212,24 @@ class Bench:
               f"p99 {result.pct(99):8.2f} ms  errors {result.errors}", file=sys.stderr, flush=True)
         return result
 
-    async def closed(self, http, system: System) -> dict:
-        await closed_loop(http, system.target, 8, self.mode.closed_seconds / 2)   # warm-up
-        out = {}
-        for c in CONCURRENCY:
-            r = await self.phase(http, system, f"closed c={c}",
-                                 lambda h, c=c: closed_loop(h, system.target, c, self.mode.closed_seconds))
-            out[c] = r
+    async def closed(self, http, systems: list[System], rounds: int = 6) -> dict[str, dict[int, Result]]:
+        """c=1 first, in interleaved rounds (every system in turn, ``rounds`` times, 2x the usual time
+        in all), so slow drift in this shared machine's speed hits every system alike and the added
+        latency at c=1 compares like with like; then c=8 and c=64, one system after the other."""
+        for system in systems:
+            await closed_loop(http, system.target, 8, self.mode.closed_seconds / 2)   # warm-up
+        parts: dict[str, list[Result]] = {s.name: [] for s in systems}
+        for i in range(rounds):
+            for system in systems:
+                parts[system.name].append(await self.phase(
+                    http, system, f"closed c=1 #{i + 1}",
+                    lambda h, t=system.target: closed_loop(h, t, 1, 2 * self.mode.closed_seconds / rounds)))
+        out = {name: {1: Result.merged(rs)} for name, rs in parts.items()}
+        for system in systems:
+            for c in CONCURRENCY[1:]:
+                out[system.name][c] = await self.phase(
+                    http, system, f"closed c={c}",
+                    lambda h, c=c, t=system.target: closed_loop(h, t, c, self.mode.closed_seconds))
         return out
 
     async def at_rate(self, http, system: System, rate: float) -> tuple[bool, dict]:
@@ -259,23 +270,43 @@ class Bench:
         return {"sustained_rate": passed, "capped": failed is None, "steps": steps}
 
     async def soak(self, http, system: System, rate: float, seconds: float, window: float = 10.0) -> dict:
+        settled = await settle(system.pid)   # the ladder's last (failed) step may have left a backlog
         t0, samples, windows = time.monotonic(), [(0.0, rss_mb(system.pid))], []
         while time.monotonic() - t0 < seconds:
             r = await open_loop(http, system.target, rate, min(window, seconds - (time.monotonic() - t0)),
                                 seed=len(windows))
             samples.append((time.monotonic() - t0, rss_mb(system.pid)))
-            windows.append({"p99_ms": round(r.pct(99), 2), "errors": r.errors, "requests": r.count})
+            windows.append({"p99_ms": round(r.pct(99), 2), "errors": r.errors, "requests": r.count,
+                            "error_kinds": r.error_kinds})
             print(f"  soak {samples[-1][0]:6.0f} s  RSS {samples[-1][1]:7.1f} MB  p99 {r.pct(99):7.2f} ms  "
-                  f"errors {r.errors}", file=sys.stderr, flush=True)
+                  f"errors {r.errors} {r.error_kinds or ''}", file=sys.stderr, flush=True)
         rss = [v for _, v in samples]
         later = [s for s in samples if s[0] >= seconds / 3] or samples
         slope = slope_per_minute(later)
-        return {"rate": rate, "seconds": round(samples[-1][0], 1), "rss_start_mb": round(rss[0], 1),
+        kinds: dict[str, int] = {}
+        for w in windows:
+            for kind, n in w["error_kinds"].items():
+                kinds[kind] = kinds.get(kind, 0) + n
+        return {"rate": rate, "seconds": round(samples[-1][0], 1), "settled_s": settled,
+                "rss_start_mb": round(rss[0], 1),
                 "rss_end_mb": round(rss[-1], 1), "rss_max_mb": round(max(rss), 1),
                 "slope_mb_per_min": round(slope, 3), "flat": abs(slope) < 0.5,
                 "requests": sum(w["requests"] for w in windows), "errors": sum(w["errors"] for w in windows),
+                "error_kinds": kinds, "windows": windows,
                 "p99_ms_worst_window": max((w["p99_ms"] for w in windows), default=float("nan")),
                 "rss_samples": [(round(t, 1), round(v, 1)) for t, v in samples]}
+
+
+async def settle(pid: int, idle_share: float = 0.05, most: float = 60.0) -> float:
+    """Wait until the gateway's CPU over one second is under ``idle_share`` of a core (at most
+    ``most`` seconds); the seconds waited."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < most:
+        c0 = tree_cpu(pid)
+        await asyncio.sleep(1.0)
+        if tree_cpu(pid) - c0 < idle_share:
+            break
+    return round(time.monotonic() - t0, 1)
 
 
 def body(model: str, ask: dict) -> bytes:
@@ -305,7 +336,7 @@ async def run(args, tmp: Path) -> dict:
             systems.append(System("litellm-proxy", Target("litellm-proxy", url, body("bench", ASK), auth), pid))
         bench = Bench(mode, upstream_pid, direct, args.latency_ms)
         async with session() as http:
-            closed = {s.name: await bench.closed(http, s) for s in systems}
+            closed = await bench.closed(http, systems)
             out["closed"] = {name: {c: r.summary() for c, r in by_c.items()} for name, by_c in closed.items()}
             out["sustained"] = {s.name: await bench.sustained(http, s) for s in systems
                                 if s.name in ("conclave", "litellm-proxy") or (s is bare and not args.quick)}
@@ -357,7 +388,8 @@ def table(out: dict) -> str:
     lines += _cpu_lines(out["phases"])
     if soak := out.get("soak"):
         lines.append(f"soak: {soak['seconds']:.0f} s at {soak['rate']:g} req/s (70% of sustained), "
-                     f"{soak['requests']} requests, {soak['errors']} errors; gateway RSS start {soak['rss_start_mb']} MB, "
+                     f"{soak['requests']} requests, {soak['errors']} errors {soak.get('error_kinds') or ''}; "
+                     f"gateway RSS start {soak['rss_start_mb']} MB, "
                      f"end {soak['rss_end_mb']} MB, max {soak['rss_max_mb']} MB, slope {soak['slope_mb_per_min']} MB/min "
                      f"-> {'flat' if soak['flat'] else 'GROWING'}; worst 10-s window p99 {soak['p99_ms_worst_window']} ms")
     return "\n".join(lines)

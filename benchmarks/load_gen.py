@@ -42,6 +42,16 @@ class Result:
         """The q-th percentile latency in ms (nan when nothing succeeded)."""
         return percentile(self.latencies, q) * 1000
 
+    @classmethod
+    def merged(cls, parts: list["Result"]) -> "Result":
+        """One result from several runs of the same traffic (interleaved rounds)."""
+        kinds: dict = {}
+        for r in parts:
+            for kind, n in r.error_kinds.items():
+                kinds[kind] = kinds.get(kind, 0) + n
+        return cls([x for r in parts for x in r.latencies], sum(r.errors for r in parts),
+                   sum(r.wall for r in parts), max((r.lag_max for r in parts), default=0.0), kinds)
+
     def summary(self) -> dict:
         return {"requests": self.count, "errors": self.errors, "wall_s": round(self.wall, 3),
                 "rate": round(self.count / self.wall, 1) if self.wall else 0.0,

@@ -211,7 +211,7 @@ class Cell:
         if not isinstance(plan, Synthesize):
             return Answer(plan.winner, plan.text), None, plan.detail
         by_name = {e.name: e for e in self.gateway.store.list()}
-        judge = self.gateway._aggregator_expert(candidates, by_name)   # the gateway's choice, same code
+        judge = self.gateway.aggregator_expert(candidates, by_name)   # the gateway's choice, same code
         call = Call(by_name[judge], tuple(plan.messages), item.params, item.q.id)
         return cache.get(call), call, {**plan.detail, "aggregated_by": judge}
 

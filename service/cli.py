@@ -105,7 +105,10 @@ def serve(ctx: Context, host: str, port: int, workers: int, log_level: str):
     # SIGTERM: stop accepting, let in-flight requests finish for up to CONCLAVE_SHUTDOWN_GRACE seconds;
     # requests waiting on the Redis queue get a retryable 503 just before that (service/shutdown.py)
     uvicorn.run("service.app:create_app_from_env", factory=True, host=host, port=port, workers=workers,
-                log_level=log_level, reload=False, timeout_graceful_shutdown=ctx.settings.shutdown_grace)
+                log_level=log_level, reload=False, timeout_graceful_shutdown=ctx.settings.shutdown_grace,
+                # longer than clients' and load balancers' idle timeouts (60 s is common), so the client
+                # closes an idle connection first: a server-side close races a reused connection (a reset)
+                timeout_keep_alive=ctx.settings.keepalive_seconds)
 
 
 @main.command()

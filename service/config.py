@@ -48,6 +48,8 @@ class Settings:
     breaker_cooldown: float = 30.0
     lean_client: bool = True          # OpenAI-compatible litellm experts through the lean aiohttp client
     expert_cache_seconds: float = 2.0  # how long the gateway reuses an expert record it read by name
+    keepalive_seconds: int = 75        # idle keep-alive connections are closed after this (uvicorn: 5)
+    otel: bool = False                 # FastAPI's native OpenTelemetry (tracing, metrics, logs) on the routes
     worker_memory_mb: int | None = None
     sched_workers: int = 1
     sched_max_batch: int = 8
@@ -128,6 +130,8 @@ def load_settings(env: dict | None = None) -> Settings:
         breaker_cooldown=_number(env, "CONCLAVE_BREAKER_COOLDOWN", 30.0, float, 0.0),
         lean_client=env.get("CONCLAVE_LEAN_CLIENT", "1") not in ("0", "false", "no", "off"),
         expert_cache_seconds=_number(env, "CONCLAVE_EXPERT_CACHE_SECONDS", 2.0, float, 0.0),
+        keepalive_seconds=_number(env, "CONCLAVE_KEEPALIVE_SECONDS", 75),
+        otel=env.get("CONCLAVE_OTEL", "") in ("1", "true", "yes", "on"),
         worker_memory_mb=_number(env, "CONCLAVE_WORKER_MEMORY_MB", None),
         sched_workers=_number(env, "CONCLAVE_SCHED_WORKERS", 1),
         sched_max_batch=_number(env, "CONCLAVE_SCHED_MAX_BATCH", 8),

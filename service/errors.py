@@ -27,24 +27,36 @@ def error_response(exc: ConclaveError, metrics: Metrics | None = None) -> JSONRe
 
 
 def from_validation(exc: RequestValidationError) -> UserError:
-    errors = exc.errors()
+    return from_errors(exc.errors())
+
+
+def from_errors(errors: list) -> UserError:
+    """A pydantic/FastAPI validation error list as one OpenAI-style client error."""
     if any(e.get("type") == "json_invalid" for e in errors):
         return InvalidRequest("the request body is not valid JSON", code="invalid_json")
     first = errors[0] if errors else {}
     loc = [str(p) for p in first.get("loc", ()) if p != "body"]
     param = ".".join(loc) or None
     msg = first.get("msg", "invalid request")
-    if not loc and first.get("type") in ("missing", "model_attributes_type", "dict_type"):
+    if not loc and first.get("type") in ("missing", "model_attributes_type", "model_type", "dict_type"):
         return InvalidRequest("the request body must be a JSON object", code="invalid_body")
     return ValidationFailed(f"{param or 'body'}: {msg}", param=param)
+
+
+def response_for(exc: Exception, metrics: Metrics) -> JSONResponse:
+    """The response for an exception a route raised: its own error, or an opaque 500 (logged)."""
+    if isinstance(exc, ConclaveError):
+        if exc.status >= 500:
+            log.warning("%s: %s", type(exc).__name__, exc.message)
+        return error_response(exc, metrics)
+    log.error("unhandled error", exc_info=exc)
+    return error_response(ConclaveError("internal error: the gateway logged the details"), metrics)
 
 
 def install_error_handlers(app: FastAPI, metrics: Metrics) -> None:
     @app.exception_handler(ConclaveError)
     async def _conclave(_: Request, exc: ConclaveError):
-        if exc.status >= 500:
-            log.warning("%s: %s", type(exc).__name__, exc.message)
-        return error_response(exc, metrics)
+        return response_for(exc, metrics)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError):
@@ -61,5 +73,4 @@ def install_error_handlers(app: FastAPI, metrics: Metrics) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception):
-        log.exception("unhandled error")
-        return error_response(ConclaveError("internal error: the gateway logged the details"), metrics)
+        return response_for(exc, metrics)

@@ -228,7 +228,7 @@ class Gateway:
         if isinstance(plan, fanout.Final):
             routed.expert = by_name[plan.winner]
             return routed, fanout.final_text(plan, usage)
-        judge = self._aggregator_expert(candidates, by_name)
+        judge = self.aggregator_expert(candidates, by_name)
         result.aggregated_by = judge
         routed.expert = by_name[judge]
         return routed, fanout.plus_usage(self.call(by_name[judge], plan.messages, params), usage)
@@ -236,7 +236,7 @@ class Gateway:
     def _default_aggregator(self, req: ChatRequest) -> str:
         return self.settings.moe_aggregator if req.model == VIRTUAL_MOE else "first"
 
-    def _aggregator_expert(self, candidates, by_name: dict[str, Expert]) -> str:
+    def aggregator_expert(self, candidates, by_name: dict[str, Expert]) -> str:
         """The configured aggregator expert, else the profile's best, else the best-ranked survivor."""
         if self.settings.aggregator_expert:
             if self.settings.aggregator_expert not in by_name:

@@ -30,12 +30,23 @@ class Metrics:
                                   "queued (new job), resumed (waited for a job queued before), stored (answered from "
                                   "a stored answer), conflict (same key, other body)", ["outcome"], registry=r)
 
+        self._children: dict[tuple, object] = {}
+
+    def child(self, metric, *labels):
+        """``metric.labels(*labels)``, looked up once: label values on the request path are few (routes,
+        statuses, registered experts) and prometheus_client's lookup costs microseconds each time."""
+        key = (id(metric), labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
+
     def expert_done(self, expert: str, outcome: str, seconds: float, usage: dict | None) -> None:
-        self.expert_calls.labels(expert, outcome).inc()
-        self.expert_latency.labels(expert).observe(seconds)
+        self.child(self.expert_calls, expert, outcome).inc()
+        self.child(self.expert_latency, expert).observe(seconds)
         if usage:
-            self.tokens.labels(expert, "prompt").inc(usage.get("prompt_tokens", 0))
-            self.tokens.labels(expert, "completion").inc(usage.get("completion_tokens", 0))
+            self.child(self.tokens, expert, "prompt").inc(usage.get("prompt_tokens", 0))
+            self.child(self.tokens, expert, "completion").inc(usage.get("completion_tokens", 0))
 
     def watch_schedulers(self, source: Callable[[], dict[str, dict]]) -> None:
         """Export scheduler snapshots (``{kind: SchedStats.snapshot()}``), read at scrape time."""

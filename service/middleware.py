@@ -25,14 +25,6 @@ class AuthAndLimits:
         self.settings = settings
         self.metrics = metrics
         self.auth = auth
-        self._children: dict[tuple, object] = {}   # metric children by labels: few routes, few statuses
-
-    def _child(self, metric, *labels):
-        key = (id(metric), labels)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = metric.labels(*labels)
-        return child
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -45,7 +37,7 @@ class AuthAndLimits:
                 status[0] = message["status"]
             await send(message)
 
-        inflight = self._child(self.metrics.inflight, route)
+        inflight = self.metrics.child(self.metrics.inflight, route)
         inflight.inc()
         try:
             try:
@@ -56,8 +48,8 @@ class AuthAndLimits:
             await self.app(scope, receive, send_wrapped)
         finally:
             inflight.dec()
-            self._child(self.metrics.requests, route, str(status[0])).inc()
-            self._child(self.metrics.latency, route).observe(time.perf_counter() - t0)
+            self.metrics.child(self.metrics.requests, route, str(status[0])).inc()
+            self.metrics.child(self.metrics.latency, route).observe(time.perf_counter() - t0)
 
     def _authorise(self, scope) -> None:
         """Resolve the caller into ``scope["conclave.principal"]`` (routes check what it may do)."""

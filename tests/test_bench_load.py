@@ -22,3 +22,14 @@ def test_quick_load_benchmark_without_litellm(tmp_path):
         assert figures["closed"][system]["1"]["errors"] == 0 and figures["closed"][system]["1"]["requests"] > 0
     assert figures["sustained"]["conclave"]["sustained_rate"] > 0
     assert all(p["cpu_s"]["upstream"] >= 0 for p in figures["phases"])
+
+
+def test_hotpath_benchmark_compares_the_fast_path_with_the_fastapi_route():
+    run = subprocess.run([sys.executable, "-m", "benchmarks.bench_hotpath", "--requests", "300"],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-3000:]
+    rows = {line.split()[0]: float(line.split()[1]) for line in run.stdout.splitlines()
+            if line.startswith("  ") and line.strip().endswith("us")}
+    assert set(rows) == {"asgi-floor", "fast-path", "fastapi-route", "pipeline"}
+    assert all(v > 0 for v in rows.values())
+    assert "fastapi-route / fast-path" in run.stdout

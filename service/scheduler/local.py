@@ -110,9 +110,7 @@ class LocalScheduler:
         """Seconds the queue is beyond the wait bound (admission "bound"), from measured means."""
         if self.admission != "bound":
             return None
-        st = self.stats
-        gen_s = st.seconds["generate"] / st.jobs if st.jobs else None
-        load_s = st.seconds["load"] / sum(st.loads.values()) if st.loads else 0.0
+        gen_s, load_s = self.stats.means()
         loaded = {name for w in self.workers for name in w.loaded()}
         return self.policy.admit(expert.name, self.clock(), loaded, gen_s, load_s, len(self.workers))
 
@@ -123,8 +121,8 @@ class LocalScheduler:
         return None if wake is None else max(0.001, wake - now)
 
     def _retry_after(self) -> float:
-        snap = self.stats
-        per_job = (snap.seconds["generate"] + snap.seconds["load"]) / snap.jobs if snap.jobs else 1.0
+        per_job = self.stats.per_job()
+        per_job = 1.0 if per_job is None else per_job
         return min(60.0, max(1.0, per_job * self.policy.pending() / len(self.workers)))
 
     # -- the worker threads ------------------------------------------------

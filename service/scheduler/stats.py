@@ -51,6 +51,18 @@ class SchedStats:
         with self._lock:
             setattr(self, what, getattr(self, what) + 1)
 
+    def means(self) -> tuple[float | None, float]:
+        """(seconds per generated job or None before the first batch, seconds per load), read together."""
+        with self._lock:
+            gen_s = self.seconds["generate"] / self.jobs if self.jobs else None
+            loads = sum(self.loads.values())
+            return gen_s, (self.seconds["load"] / loads if loads else 0.0)
+
+    def per_job(self) -> float | None:
+        """Seconds of loading and generating per job so far (None before the first batch)."""
+        with self._lock:
+            return (self.seconds["generate"] + self.seconds["load"]) / self.jobs if self.jobs else None
+
     def snapshot(self) -> dict:
         with self._lock:
             batches = sum(self.batch_sizes.values())
