@@ -153,7 +153,7 @@ class Gateway:
             return queue.answer_of(ticket, rec)
         self.metrics.idempotent.labels("resumed").inc()
         name = rec.expert.name
-        return self._accounted(name, _deadline(queue.answer_of(ticket, rec), self.settings.expert_timeout, name))
+        return self._guarded(name, queue.answer_of(ticket, rec))
 
     async def _with_fallback(self, routed: Routed, messages, params,
                              ticket: Ticket | None = None) -> tuple[Routed, AsyncIterator[Delta]]:
@@ -184,7 +184,7 @@ class Gateway:
         breaker.check(expert.name, time.monotonic())
         for attempt in range(self.settings.retries + 1):
             chunks = self._stream(expert, messages, params, ticket)
-            it = self._accounted(expert.name, _deadline(chunks, self.settings.expert_timeout, expert.name))
+            it = self._guarded(expert.name, chunks)
             try:
                 first = await anext(it, None)
             except UpstreamError as exc:
@@ -250,10 +250,24 @@ class Gateway:
         alive = [c for c in candidates if c.usable] or candidates
         return max(alive, key=lambda c: c.score).expert
 
-    async def _accounted(self, expert: str, chunks: AsyncIterator[Delta]) -> AsyncIterator[Delta]:
+    async def _guarded(self, expert: str, chunks: AsyncIterator[Delta]) -> AsyncIterator[Delta]:
+        """Pass an expert's chunks through under its deadline (CONCLAVE_EXPERT_TIMEOUT for the whole
+        answer: ExpertTimeout after it) and count the call in the metrics. One generator for both:
+        every layer costs each chunk a few microseconds."""
+        seconds = self.settings.expert_timeout
         t0, outcome, usage = time.perf_counter(), "error", None
+        end = asyncio.get_running_loop().time() + seconds
+        it = chunks.__aiter__()
         try:
-            async for delta in chunks:
+            while True:
+                try:
+                    async with asyncio.timeout_at(end):   # no extra task per chunk, unlike wait_for
+                        delta = await it.__anext__()
+                except StopAsyncIteration:
+                    break
+                except TimeoutError:
+                    raise ExpertTimeout(f"expert {expert!r} did not answer within {seconds:g} s "
+                                        "(CONCLAVE_EXPERT_TIMEOUT)", expert=expert) from None
                 usage = delta.usage or usage
                 yield delta
             outcome = "ok"
@@ -267,26 +281,10 @@ class Gateway:
             outcome = "shutdown"
             raise
         finally:
-            self.metrics.expert_done(expert, outcome, time.perf_counter() - t0, usage)
-
-
-async def _deadline(chunks: AsyncIterator[Delta], seconds: float, expert: str) -> AsyncIterator[Delta]:
-    """Pass chunks through until ``seconds`` have elapsed in all, then raise ExpertTimeout."""
-    end = asyncio.get_running_loop().time() + seconds
-    it = chunks.__aiter__()
-    try:
-        while True:
             try:
-                async with asyncio.timeout_at(end):   # no extra task per chunk, unlike wait_for
-                    delta = await it.__anext__()
-            except StopAsyncIteration:
-                return
-            except TimeoutError:
-                raise ExpertTimeout(f"expert {expert!r} did not answer within {seconds:g} s "
-                                    "(CONCLAVE_EXPERT_TIMEOUT)", expert=expert) from None
-            yield delta
-    finally:
-        await it.aclose()
+                await it.aclose()
+            finally:
+                self.metrics.expert_done(expert, outcome, time.perf_counter() - t0, usage)
 
 
 async def _prepend(first: Delta | None, rest: AsyncIterator[Delta]) -> AsyncIterator[Delta]:

@@ -137,6 +137,17 @@ def test_hanging_expert_is_504_within_the_timeout(client):
     assert "'hang'" in err["message"]
 
 
+def test_expert_outcomes_are_counted(client):
+    client.post(CHAT, json=body("hang"))
+    client.post(CHAT, json=body("fail"))
+    client.post(CHAT, json=body())
+    text = client.get("/metrics").text
+    assert 'conclave_expert_calls_total{expert="hang",outcome="timeout"} 1.0' in text
+    assert 'conclave_expert_calls_total{expert="echo",outcome="ok"} 1.0' in text
+    assert 'conclave_expert_calls_total{expert="fail",outcome="error"} 1.0' in text   # not retryable: one call
+    assert 'conclave_expert_seconds_count{expert="hang"} 1.0' in text
+
+
 def test_unknown_route_is_openai_style_404(client):
     assert_openai_error(client.get("/v1/nothing"), 404)
 
