@@ -15,17 +15,36 @@ from .servers import running_gateway
 pytestmark = pytest.mark.real
 
 
+def _response(s: socket.socket) -> bytes:
+    """One whole HTTP response (headers and a Content-Length body, which may come in several reads);
+    b"" when the server closed the connection."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = s.recv(65536)
+        if not chunk:
+            return b""
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
+    while len(body) < length:
+        chunk = s.recv(65536)
+        if not chunk:
+            return b""
+        body += chunk
+    return head + b"\r\n\r\n" + body
+
+
 def _idle_then_probe(base: str, idle: float) -> bytes:
     """One request on a raw connection, ``idle`` seconds of silence, then a second request: what came back."""
     u = urlsplit(base)
     req = f"GET /health HTTP/1.1\r\nHost: {u.netloc}\r\n\r\n".encode()
     with socket.create_connection((u.hostname, u.port), timeout=5) as s:
         s.sendall(req)
-        assert b"200 OK" in s.recv(65536)
+        assert b"200 OK" in _response(s)
         time.sleep(idle)
         try:
             s.sendall(req)
-            return s.recv(65536)
+            return _response(s)
         except (ConnectionResetError, BrokenPipeError):
             return b""
 

@@ -118,7 +118,7 @@ def test_gateway_with_the_redis_queue_answers_through_a_worker_process(redis_pre
 
     settings = fake_gateway.settings.with_(sched_queue="redis", redis_url=REDIS_URL, redis_prefix=redis_prefix)
     fake_gateway.backends = BackendPool(settings)
-    client = client_for(fake_gateway)
+    client = client_for(fake_gateway, expert_timeout=30.0)   # the deadline covers the worker's start-up
     w = start_worker("W", redis_prefix, tmp_path)
     try:
         r = client.post("/v1/chat/completions", json={"model": "echo", "messages": [{"role": "user", "content": "hey"}]})
