@@ -72,6 +72,7 @@ def main():
       conclave experts list                 # the registered experts
       conclave chat "What is 2+2?"          # one answer through the routed pipeline
       conclave serve --port 8000            # the HTTP gateway
+      conclave doctor                       # check this install (llama.cpp build, experts, store)
 
     Configuration comes from CONCLAVE_* environment variables (see README).
     """
@@ -165,13 +166,14 @@ def chat(ctx: Context, prompt, model, system, max_tokens, temperature, seed, str
 def _register_groups() -> None:
     from benchmarks.cli import bench
 
+    from .cli_doctor import doctor
     from .cli_experts import experts
     from .cli_keys import keys
     from .cli_profile import profile
     from .cli_router import route, router_group
     from .cli_worker import worker
 
-    for command in (experts, keys, profile, route, router_group, bench, worker):
+    for command in (experts, keys, profile, route, router_group, bench, worker, doctor):
         main.add_command(command)
 
 
