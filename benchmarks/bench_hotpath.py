@@ -2,7 +2,7 @@
 instant scripted expert. Side by side in one run:
 
 - ``asgi-floor``: a raw ASGI app that answers a constant JSON body (what any ASGI app pays here);
-- ``fast-path``: the app as served, POST /v1/chat/completions through ``service/fastpath.py``;
+- ``fast-path``: the app as served, POST /v1/chat/completions through ``service/http/fastpath.py``;
 - ``fastapi-route``: the same app built with ``fast_path=False`` (the FastAPI route serves it);
 - ``pipeline``: ``Gateway.complete`` alone (resolve, deadline, metrics, the expert's stream).
 
@@ -27,11 +27,11 @@ BODY = json.dumps({"model": "bench", "messages": [{"role": "user", "content": "S
 def build(fast_path: bool):
     from experts_registry import open_store
     from experts_registry.model import Expert
-    from service.app import create_app
     from service.backends import BackendPool
     from service.backends.fake import FakeBackend
-    from service.config import load_settings
-    from service.gateway import Gateway
+    from service.core.config import load_settings
+    from service.http.app import create_app
+    from service.pipeline.gateway import Gateway
 
     settings = load_settings()
     store = open_store(settings.home)
@@ -82,7 +82,7 @@ async def timed(call, n: int) -> float:
 
 
 async def measure(n: int) -> dict:
-    from service.protocol import ChatRequest
+    from service.core.protocol import ChatRequest
 
     fast, gateway = build(True)
     slow, _ = build(False)

@@ -35,8 +35,8 @@ async def _timed(call, n: int) -> dict:
 
 async def measure(api_base: str, n: int, with_litellm: bool = True) -> dict:
     from experts_registry.model import Expert
-    from service.backends.base import GenParams, collect
     from service.backends.openai_backend import OpenAIBackend, build_request
+    from service.core.backend import GenParams, collect
 
     from .load_gen import session
 

@@ -5,7 +5,7 @@ import asyncio
 import pytest
 
 from experts_registry import BUNDLED
-from service.keywords import agreed, extract_keywords, parse_keywords
+from service.pipeline.keywords import agreed, extract_keywords, parse_keywords
 
 
 def test_parse_keywords_cleans_lists():
@@ -36,8 +36,8 @@ def test_extract_with_a_scripted_expert():
 @pytest.mark.real
 def test_extract_with_real_smollm2(fake_gateway):
     from service.backends import BackendPool
-    from service.config import load_settings
-    from service.gateway import Gateway
+    from service.core.config import load_settings
+    from service.pipeline.gateway import Gateway
 
     settings = load_settings()
     gw = Gateway(settings, fake_gateway.store, BackendPool(settings))

@@ -17,9 +17,9 @@ from experts_registry.errors import ExpertNotFound, ExpertTimeout, UpstreamError
 from experts_registry.model import Expert
 from experts_registry.store import CachedStore
 from service.backends import BackendPool
-from service.backends.base import GenParams, collect, scrub
+from service.core.backend import GenParams, collect, scrub
 from service.backends.openai_backend import OpenAIBackend, build_request, lean_eligible
-from service.config import load_settings
+from service.core.config import load_settings
 
 from .servers import free_port
 

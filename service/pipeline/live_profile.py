@@ -17,7 +17,7 @@ from aggregators.extract import choice_letters, extract_choice
 from aggregators.profile import format_question
 from experts_registry.errors import ConclaveError, ConfigError
 
-from .backends import GenParams, collect
+from ..backends import GenParams, collect
 
 INSTRUCTION = ("Answer the following multiple choice question. Think step by step, then finish with "
                "\"The answer is (X)\" where X is the letter of the correct option.\n\n")

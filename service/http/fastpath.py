@@ -2,7 +2,7 @@
 
 The hottest route is served by a plain ASGI wrapper that sits just inside ``AuthAndLimits`` (so keys,
 body limits and request metrics still apply): it validates the body with the same pydantic model,
-calls the same handler (``service/chat.py``) and renders errors through the same function as the
+calls the same handler (``service/http/chat.py``) and renders errors through the same function as the
 FastAPI exception handlers. What it skips is Starlette's routing and exception middleware and
 FastAPI's request object, dependency solving and double body parsing: ``benchmarks/bench_hotpath.py``
 measures the difference. Every other route, and the OpenAPI description of this one, stays with
@@ -17,10 +17,10 @@ from pydantic import ValidationError
 from experts_registry.errors import InvalidRequest
 from starlette.datastructures import Headers
 
+from ..core.metrics import Metrics
+from ..core.protocol import ChatRequest
 from .chat import ChatHandler
 from .errors import from_errors, response_for
-from .metrics import Metrics
-from .protocol import ChatRequest
 
 CHAT_PATH = "/v1/chat/completions"
 

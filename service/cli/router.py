@@ -8,8 +8,8 @@ from pathlib import Path
 
 import click
 
-from .cli import Context, Group, pass_ctx
-from .cli_profile import profile
+from .context import Context, Group, pass_ctx
+from .profile import profile
 
 REPLAY_OPTIONS = [
     click.option("--questions", type=click.Path(exists=True, dir_okay=False), default=None,
@@ -60,7 +60,7 @@ def route(ctx: Context, question, router_name, k, keyword_expert, samples, as_js
       conclave route "What is the derivative of x^2?" --router knn --k 3
       conclave route "What is the derivative of x^2?" --router skills --keywords-from smollm2
     """
-    from .routing import RouterHost
+    from ..pipeline.routing import RouterHost
 
     metadata = _keywords(ctx, keyword_expert, question, samples) if keyword_expert else {}
     if keyword_expert:
@@ -76,7 +76,7 @@ def route(ctx: Context, question, router_name, k, keyword_expert, samples, as_js
 
 
 def _keywords(ctx: Context, expert_name: str, question: str, samples: int) -> dict:
-    from .keywords import extract_keywords
+    from ..pipeline.keywords import extract_keywords
 
     expert, gw = ctx.store.get(expert_name), ctx.gateway()
 
@@ -119,8 +119,8 @@ def train(ctx: Context, name, live, questions, predictions, models_json, pool, e
     """
     from router.training import replay_outcomes, train_router
 
-    from .live_profile import load_outcomes, outcomes_dir
-    from .routing import router_dir
+    from ..pipeline.live_profile import load_outcomes, outcomes_dir
+    from ..pipeline.routing import router_dir
 
     enc = _encoder(encoder)
     if live:
@@ -163,7 +163,7 @@ def build(ctx: Context, replay, experts, n_questions, seed, max_tokens, question
     from router.profiles import build_profile
     from router.training import profile_from_replay
 
-    from .routing import router_dir
+    from ..pipeline.routing import router_dir
 
     enc, folder = _encoder(encoder), router_dir(ctx.settings) / "skills"
     names = [n.strip() for n in experts.split(",")] if experts else None
@@ -185,8 +185,8 @@ def _live_outcomes(ctx: Context, names, n_questions, seed, max_tokens, enc):
 
     from aggregators.profile import read_records
 
-    from .backends import GenParams
-    from .live_profile import answer_all, outcomes_dir, save_outcomes, to_outcomes
+    from ..backends import GenParams
+    from ..pipeline.live_profile import answer_all, outcomes_dir, save_outcomes, to_outcomes
 
     experts = [ctx.store.get(n) for n in names] if names else ctx.store.list()
     records = read_records()

@@ -18,7 +18,7 @@ from aggregators.base import Candidate, Final
 from experts_registry.errors import ConclaveError, InvalidRequest
 from experts_registry.model import Expert
 
-from .backends import Delta, GenParams, collect, usage_dict
+from ..backends import Delta, GenParams, collect, usage_dict
 
 
 @dataclass

@@ -11,9 +11,9 @@ import time
 
 from experts_registry.errors import AuthenticationError, ConclaveError, PayloadTooLarge
 
+from ..core.config import Settings
+from ..core.metrics import Metrics
 from .auth import Authenticator
-from .config import Settings
-from .metrics import Metrics
 
 OPEN_PATHS = {"/health", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}  # the API description is public
 KNOWN_ROUTES = {"/v1/chat/completions", "/v1/models", "/health", "/metrics"}

@@ -14,9 +14,9 @@ from experts_registry.keys import ROLES, new_key
 from experts_registry.model import Expert
 from experts_registry.upstream import check_upstream
 
+from ..core.config import Settings
+from ..pipeline.gateway import Gateway
 from .auth import require_admin
-from .config import Settings
-from .gateway import Gateway
 
 
 class NewKey(BaseModel):

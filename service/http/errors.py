@@ -12,7 +12,7 @@ from starlette.exceptions import HTTPException
 from experts_registry.errors import (ConclaveError, InvalidRequest, NotFound, RateLimited, ShuttingDown, UserError,
                                      ValidationFailed)
 
-from .metrics import Metrics
+from ..core.metrics import Metrics
 
 log = logging.getLogger("conclave.errors")
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from .cli import Context, Group, pass_ctx
+from .context import Context, Group, pass_ctx
 
 
 @click.group(cls=Group)
@@ -48,8 +48,8 @@ def aggregators(ctx: Context, experts, n_tasks, seed, max_tokens, out, as_json):
     """
     from aggregators.profile import build_profile, build_tasks, read_records, save_profile, score_outputs
 
-    from .aggregator_profile import profile_path
-    from .backends import GenParams
+    from ..backends import GenParams
+    from ..pipeline.aggregator_profile import profile_path
 
     names = _expert_names(ctx, experts)
     tasks = build_tasks(read_records(), n=n_tasks, seed=seed)
@@ -83,7 +83,7 @@ async def _answer_all(gw, names, tasks, params) -> dict[str, dict[str, str | Non
     """Expert by expert (each loaded once), every task; a failed call is recorded as None."""
     from experts_registry.errors import ConclaveError
 
-    from .backends import collect
+    from ..backends import collect
 
     outputs: dict[str, dict[str, str | None]] = {}
     try:

@@ -17,7 +17,7 @@ from experts_registry import Store
 from experts_registry.errors import AuthenticationError, PermissionDenied
 from experts_registry.keys import ApiKey, hash_secret
 
-from .config import Settings
+from ..core.config import Settings
 
 
 @dataclass(frozen=True)

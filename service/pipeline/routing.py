@@ -14,7 +14,7 @@ from experts_registry.errors import InvalidRequest
 from experts_registry.model import Expert
 from router import ROUTERS, Decision, RouteRequest
 
-from .config import Settings
+from ..core.config import Settings
 
 TRAINED = ("skills", "coe", "knn")
 

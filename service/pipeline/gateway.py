@@ -16,13 +16,13 @@ from experts_registry.errors import (ConfigError, ExpertNotFound, ExpertTimeout,
 from experts_registry.model import Expert
 from router import Decision
 
-from .backends import BackendPool, Delta, GenParams, Generation, collect
+from ..backends import BackendPool, Delta, GenParams, Generation, collect
+from ..core.config import VIRTUAL_AUTO, VIRTUAL_MOE, Settings
+from ..core.idempotency import Ticket
+from ..core.metrics import Metrics
+from ..core.protocol import ChatRequest
 from . import fanout
 from .aggregator_profile import best_aggregator, load_aggregator_profile
-from .config import VIRTUAL_AUTO, VIRTUAL_MOE, Settings
-from .idempotency import Ticket
-from .metrics import Metrics
-from .protocol import ChatRequest
 from .keywords import extract_keywords
 from .reliability import Breakers, backoff_delay
 from .routing import RouterHost

@@ -1,4 +1,4 @@
-"""The FastAPI application: OpenAI-compatible routes over :class:`~service.gateway.Gateway`."""
+"""The FastAPI application: OpenAI-compatible routes over :class:`~service.pipeline.gateway.Gateway`."""
 
 from __future__ import annotations
 
@@ -13,16 +13,16 @@ from fastapi.responses import Response
 
 from experts_registry import offer_bundled, open_store
 
+from ..backends import BackendPool
+from ..core.config import Settings, load_settings
+from ..core.protocol import ChatRequest
+from ..pipeline.gateway import VIRTUAL_MODELS, Gateway
 from .admin import admin_routes
 from .auth import Authenticator, Principal, require_admin
-from .backends import BackendPool
-from .config import Settings, load_settings
-from .errors import install_error_handlers
-from .gateway import VIRTUAL_MODELS, Gateway
 from .chat import ChatHandler
+from .errors import install_error_handlers
 from .fastpath import ChatFastPath
 from .middleware import AuthAndLimits
-from .protocol import ChatRequest
 from .ratelimit import RateLimiter
 from .shutdown import MARGIN_S, on_shutdown_signal
 
@@ -100,7 +100,7 @@ def _routes(app: FastAPI, gw: Gateway, auth: Authenticator, handler: ChatHandler
 
     @app.post("/v1/chat/completions")
     async def chat(req: ChatRequest, request: Request) -> Response:
-        # served by the ASGI fast path (service/fastpath.py); this route describes it in the OpenAPI
+        # served by the ASGI fast path (service/http/fastpath.py); this route describes it in the OpenAPI
         # schema, and serves it when the app is built with fast_path=False
         return await handler(req, request.headers, principal(request))
 

@@ -8,7 +8,7 @@ import click
 
 from experts_registry.keys import ROLES, new_key
 
-from .cli import Context, Group, pass_ctx
+from .context import Context, Group, pass_ctx
 
 
 @click.group(cls=Group)

@@ -1,5 +1,5 @@
-"""POST /v1/chat/completions: the one handler behind the ASGI fast path (``service/fastpath.py``)
-and the FastAPI route that describes it (``service/app.py``)."""
+"""POST /v1/chat/completions: the one handler behind the ASGI fast path (``service/http/fastpath.py``)
+and the FastAPI route that describes it (``service/http/app.py``)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from experts_registry.errors import ConclaveError, InvalidRequest
 
+from ..core.idempotency import ticket_for
+from ..core.protocol import ChatRequest, chunk_body, completion_body, new_id
+from ..pipeline.gateway import Gateway
 from .auth import Principal
-from .gateway import Gateway
-from .idempotency import ticket_for
-from .protocol import ChatRequest, chunk_body, completion_body, new_id
 from .ratelimit import RateLimiter
 
 log = logging.getLogger("conclave.app")

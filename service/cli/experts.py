@@ -12,7 +12,7 @@ import click
 from experts_registry.errors import ConclaveError, ValidationFailed
 from experts_registry.model import BACKENDS, PROMPT_STYLES, Expert
 
-from .cli import Context, Group, pass_ctx
+from .context import Context, Group, pass_ctx
 
 
 @click.group(cls=Group)
@@ -202,7 +202,7 @@ def ping(ctx: Context, name: str, prompt: str, max_tokens: int, as_json: bool):
     Example:
       conclave experts ping smollm2
     """
-    from .protocol import ChatRequest
+    from ..core.protocol import ChatRequest
 
     ctx.store.get(name)
     gw = ctx.gateway()

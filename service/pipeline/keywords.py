@@ -16,7 +16,7 @@ from collections import Counter
 
 from experts_registry.model import Expert
 
-from .backends import GenParams, collect
+from ..backends import GenParams, collect
 
 PROMPT = ("What subjects and skills does a question require? Answer with 2 to 5 short keywords, "
           "comma-separated, and nothing else.\n\n"
