@@ -20,10 +20,10 @@ import time
 import numpy as np
 
 from benchmarks.replay import REPLAY_ROUTERS
-from benchmarks.replay_data import DEFAULTS, hash_split, load_models, load_replay
 from router.base import RouteRequest
 from router.encoder import cached_encode, default_cache_dir, get_encoder
 from router.evaluation import replay_experts
+from router.replay_data import DEFAULTS, hash_split, load_models, load_replay
 
 
 def percentiles(samples_s: list[float]) -> tuple[float, float]:

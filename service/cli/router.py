@@ -29,7 +29,7 @@ def replay_options(f):
 
 
 def _replay_files(questions, predictions, models_json):
-    from benchmarks.replay_data import DEFAULTS
+    from router.replay_data import DEFAULTS
 
     return (questions or DEFAULTS["questions"], predictions or DEFAULTS["predictions"],
             models_json or DEFAULTS["models"])

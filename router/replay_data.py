@@ -1,6 +1,7 @@
 """Replay files: questions (jsonl[.gz]), recorded answers (csv[.gz]) and models.json.
 
-Format (the one of ``benchmarks/data/mmlu-pro``):
+Format (the one of ``benchmarks/data/mmlu-pro``, the recorded answers read by default: a data path
+inside the ``benchmarks`` package, not an import):
 - questions: one JSON object per line with ``question_id``, ``question``,
   ``options`` and optional labels ``category``, ``src``, ``subject``;
 - predictions: ``question_id``, ``gold`` and one column per model holding its
@@ -25,7 +26,7 @@ from experts_registry.errors import InvalidRequest, ValidationFailed
 from router.outcomes import Outcomes
 from router.vote import LETTERS, NO_ANSWER
 
-DATA_DIR = Path(__file__).parent / "data" / "mmlu-pro"
+DATA_DIR = Path(__file__).parent.parent / "benchmarks" / "data" / "mmlu-pro"
 DEFAULTS = {"questions": DATA_DIR / "questions.jsonl.gz", "predictions": DATA_DIR / "predictions.csv.gz",
             "models": DATA_DIR / "models.json"}
 NO_RECORD = -2
