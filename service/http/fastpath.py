@@ -4,7 +4,7 @@ The hottest route is served by a plain ASGI wrapper that sits just inside ``Auth
 body limits and request metrics still apply): it validates the body with the same pydantic model,
 calls the same handler (``service/http/chat.py``) and renders errors through the same function as the
 FastAPI exception handlers. What it skips is Starlette's routing and exception middleware and
-FastAPI's request object, dependency solving and double body parsing: ``benchmarks/bench_hotpath.py``
+FastAPI's request object, dependency solving and double body parsing: ``benchmarks/perf/bench_hotpath.py``
 measures the difference. Every other route, and the OpenAPI description of this one, stays with
 FastAPI. Unlike FastAPI's parser it reads the body as JSON whatever the Content-Type (``curl -d``
 sends a form type).

@@ -1,6 +1,6 @@
 """What the client library on the path to an expert costs per call, in-process, at concurrency 1:
 
-    python -m benchmarks.load_sdk --api-base http://127.0.0.1:9100/v1 --n 300
+    python -m benchmarks.perf.load_sdk --api-base http://127.0.0.1:9100/v1 --n 300
 
 Calls the same upstream sequentially with a bare aiohttp POST (the floor), Conclave's lean client
 (``OpenAIBackend``) and ``litellm.acompletion``, each streamed and not, and prints one JSON object:

@@ -1,6 +1,6 @@
 """Real expert-batched scheduling on llama.cpp (a benchmark script, not a test).
 
-    python -m benchmarks.bench_sched_real [--requests 60] [--max-tokens 8] [--gap 0] [--threads 1] [--seed 0] [--rounds 2]
+    python -m benchmarks.perf.bench_sched_real [--requests 60] [--max-tokens 8] [--gap 0] [--threads 1] [--seed 0] [--rounds 2]
 
 One llama.cpp worker holding one model at a time; six experts = the two bundled models plus
 prompt variants of them (same weights, different system prompts: each a distinct expert and a

@@ -7,7 +7,7 @@ instant scripted expert. Side by side in one run:
 - ``pipeline``: ``Gateway.complete`` alone (resolve, deadline, metrics, the expert's stream).
 
 Each request goes through the whole ASGI stack the server calls (middleware, auth with an API key,
-body limit, metrics). Run: ``.venv/bin/python -m benchmarks.bench_hotpath [--requests 20000]``.
+body limit, metrics). Run: ``.venv/bin/python -m benchmarks.perf.bench_hotpath [--requests 20000]``.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """Load benchmark: what Conclave adds over calling an OpenAI-compatible upstream directly, beside
 LiteLLM's proxy, measured side by side in one run on this machine.
 
-    .venv/bin/python -m benchmarks.bench_load [--quick] [--no-litellm] [--soak-seconds 600] [--json out.json]
+    .venv/bin/python -m benchmarks.perf.bench_load [--quick] [--no-litellm] [--soak-seconds 600] [--json out.json]
 
-Starts a fixed-latency fake upstream (``benchmarks.load_upstream``, its own process), Conclave's
+Starts a fixed-latency fake upstream (``benchmarks.perf.load_upstream``, its own process), Conclave's
 gateway (``conclave serve``: temp CONCLAVE_HOME, API key auth on, embedded store, experts pointing at
 that upstream), LiteLLM's proxy 1.106.2 (one worker, its own venv ``.venv-litellm-proxy``, made by
 ``scripts/install-litellm-proxy.sh`` when missing) and, as the floor any Python proxy pays on this
@@ -14,7 +14,7 @@ pinned to core 0, the gateway under test to core 1. Then:
   that minus the direct call's, measured in the same run;
 - open loop (Poisson) on a ladder of rates (x2, then bisection): the highest rate with no errors and
   p99 added latency (p99 through the gateway minus p99 direct at the same rate) under 50 ms;
-- the client-library cost per call (``benchmarks.load_sdk``): bare aiohttp, the lean client, litellm;
+- the client-library cost per call (``benchmarks.perf.load_sdk``): bare aiohttp, the lean client, litellm;
 - the routed path (``conclave-auto``, tags router): routing cost = routed minus direct-expert latency;
 - CPU seconds of the upstream, the load generator and each gateway per phase (core 0 marked
   SATURATED when the generator and upstream used >= 90% of it: then the figures are the generator's);
@@ -41,7 +41,7 @@ from pathlib import Path
 from .load_gen import (Result, Target, closed_loop, load_average, open_loop, rss_mb, self_cpu, session,
                        slope_per_minute, tree_cpu)
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PROXY_VENV = ROOT / ".venv-litellm-proxy"
 CONCURRENCY = (1, 8, 64)
 P99_RULE_MS = 50.0
@@ -116,7 +116,7 @@ def _stop(proc: subprocess.Popen, out) -> None:
 
 def start_upstream(stack: ExitStack, tmp: Path, latency_ms: float) -> tuple[str, int]:
     port = free_port()
-    proc = start(stack, pinned(0) + [sys.executable, "-m", "benchmarks.load_upstream", "--port", str(port),
+    proc = start(stack, pinned(0) + [sys.executable, "-m", "benchmarks.perf.load_upstream", "--port", str(port),
                                      "--latency-ms", str(latency_ms)], tmp / "upstream.log",
                  f"http://127.0.0.1:{port}/health", {**os.environ, "PYTHONPATH": str(ROOT)})
     return f"http://127.0.0.1:{port}/v1", proc.pid
@@ -125,7 +125,7 @@ def start_upstream(stack: ExitStack, tmp: Path, latency_ms: float) -> tuple[str,
 def start_bare_proxy(stack: ExitStack, tmp: Path, upstream: str) -> tuple[str, int]:
     """The floor: a bare aiohttp reverse proxy on the gateway's core (what any Python proxy costs here)."""
     port = free_port()
-    proc = start(stack, pinned(1) + [sys.executable, "-m", "benchmarks.load_upstream", "--port", str(port),
+    proc = start(stack, pinned(1) + [sys.executable, "-m", "benchmarks.perf.load_upstream", "--port", str(port),
                                      "--proxy-to", upstream], tmp / "bare-proxy.log",
                  f"http://127.0.0.1:{port}/health", {**os.environ, "PYTHONPATH": str(ROOT)})
     return f"http://127.0.0.1:{port}/v1/chat/completions", proc.pid
@@ -174,7 +174,7 @@ def start_litellm_proxy(stack: ExitStack, tmp: Path, upstream: str) -> tuple[str
 
 def sdk_probe(upstream: str, calls: int, with_litellm: bool) -> dict:
     """The client-library cost per call, in its own process on core 1 (no gateway running then)."""
-    cmd = pinned(1) + [sys.executable, "-m", "benchmarks.load_sdk", "--api-base", upstream, "--n", str(calls)]
+    cmd = pinned(1) + [sys.executable, "-m", "benchmarks.perf.load_sdk", "--api-base", upstream, "--n", str(calls)]
     out = subprocess.run(cmd + ([] if with_litellm else ["--no-litellm"]), capture_output=True, text=True,
                          env={**os.environ, "PYTHONPATH": str(ROOT), "LITELLM_LOCAL_MODEL_COST_MAP": "True"},
                          timeout=600)

@@ -1,6 +1,6 @@
 """Routing-decision latency on this CPU, per router (a benchmark script, not a test).
 
-    python -m benchmarks.bench_routing [--pool small-17] [--n 200] [--batch 64] [--threads 1]
+    python -m benchmarks.perf.bench_routing [--pool small-17] [--n 200] [--batch 64] [--threads 1]
                                        [--encoder all-minilm-l6-v2] [--router knn ...]
 
 Fits each router on the shipped MMLU-Pro replay data (train side of the default

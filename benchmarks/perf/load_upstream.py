@@ -1,7 +1,7 @@
 """A fixed-latency OpenAI-compatible upstream for the load benchmark (aiohttp, its own process):
 
-    python -m benchmarks.load_upstream --port 9100 --latency-ms 20
-    python -m benchmarks.load_upstream --port 9101 --proxy-to http://127.0.0.1:9100/v1
+    python -m benchmarks.perf.load_upstream --port 9100 --latency-ms 20
+    python -m benchmarks.perf.load_upstream --port 9101 --proxy-to http://127.0.0.1:9100/v1
 
 Every chat or text completion is answered after exactly ``--latency-ms`` (non-streaming: one JSON
 body; streaming: ``--chunks`` SSE chunks spread over the latency, a usage chunk, ``[DONE]``). The

@@ -1,6 +1,6 @@
 """Simulated expert-batched scheduling at scale (a benchmark script, not a test).
 
-    python -m benchmarks.bench_sched_sim [--profile h100-8b|vllm-reload|vllm-sleep] [--requests 1000]
+    python -m benchmarks.perf.bench_sched_sim [--profile h100-8b|vllm-reload|vllm-sleep] [--requests 1000]
         [--experts 16] [--max-batch 32] [--max-wait 120] [--utilisation 0.3,0.6,0.9] [--seed 0]
 
 Drives the scheduler's own policy objects (BatchPolicy, FcfsPolicy) through a discrete-event
