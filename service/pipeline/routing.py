@@ -45,7 +45,7 @@ class RouterHost:
         if name not in self._encoders:
             from router.encoder import CachedEncoder, get_encoder
 
-            options = {} if name.startswith("hashing-") else {"threads": 1}  # one thread: see README
+            options = {} if name.startswith("hashing-") else {"threads": 1}  # one thread: see docs/performance.md
             self._encoders[name] = CachedEncoder(get_encoder(name, **options))
         return self._encoders[name]
 
