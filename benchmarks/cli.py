@@ -11,8 +11,7 @@ from pathlib import Path
 import click
 
 from experts_registry.errors import ConclaveError
-
-from .replay_data import DEFAULTS
+from router.replay_data import DEFAULTS
 
 ROUTER_NAMES = ("skills", "skills-sampled", "skills-embed", "coe", "knn", "all")
 
@@ -68,7 +67,7 @@ def replay(train_questions, train_predictions, test_questions, test_predictions,
     from router.encoder import default_cache_dir, get_encoder
 
     from .replay import run_replay, table
-    from .replay_data import hash_split, load_models, load_replay
+    from router.replay_data import hash_split, load_models, load_replay
     from .replay_results import ReplayRecorder
 
     try:

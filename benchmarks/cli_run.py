@@ -39,7 +39,7 @@ def progress_bar(enabled: bool | None, unit: str):
 
 
 def _settings(home: str | None):
-    from service.config import load_settings
+    from service.core.config import load_settings
 
     settings = load_settings()
     return settings.with_(home=Path(home).expanduser()) if home else settings

@@ -10,7 +10,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from .results import system_of, top_experts
+from .labels import system_of, top_experts
 
 HINT = "install the bench extra for plots: pip install 'conclave[bench]'"
 

@@ -18,8 +18,8 @@ from experts_registry.errors import InvalidRequest
 from router.encoder import Encoder, cached_encode
 from router.evaluation import chosen_columns, replay_experts, route_all, score_columns, score_decisions
 from router.fit import fit_coe, fit_knn, fit_skills
+from router.replay_data import ReplaySet
 
-from .replay_data import ReplaySet
 
 Sink = Callable[[str, int, np.ndarray, list | None], None]   # name, k, columns, decisions
 

@@ -15,9 +15,9 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from router.replay_data import NO_RECORD, ReplaySet
 from router.vote import LETTERS, vote
 
-from .replay_data import NO_RECORD, ReplaySet
 from .results import RESULTS, RunDir, write_sweep_report
 
 # Baselines as sweep cells: best single + top-k votes form one "top-k on train" line over k.

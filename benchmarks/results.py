@@ -26,6 +26,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from experts_registry.errors import InvalidRequest, ValidationFailed
 
+from .labels import system_of, top_experts
+
 CONFIG, RESULTS, SUMMARY_JSON, SUMMARY_MD = "config.json", "results.jsonl", "summary.json", "summary.md"
 # Config keys that do not change what a run measures: a rerun may differ in them and still resume.
 NON_IDENTITY_KEYS = frozenset({"quiet", "progress", "verbose", "out", "resume", "concurrency", "workers"})
@@ -247,12 +249,6 @@ def _config_line(cfg: Mapping) -> str:
     return ", ".join(f"{k}={show(cfg[k])}" for k in keys if cfg.get(k) not in (None, "", []))
 
 
-def top_experts(summary: Mapping, most: int = 8) -> list[str]:
-    """The experts answering most often (all of them when few), for tables and plots."""
-    per = summary.get("per_expert") or {}
-    return sorted(per, key=lambda e: (-per[e]["n"], e))[:most]
-
-
 def summary_markdown(summary: Mapping, title: str = "run") -> str:
     s = summary
     lines = [f"# {title}", "", _config_line(s.get("config") or {}), ""]
@@ -272,14 +268,6 @@ def summary_markdown(summary: Mapping, title: str = "run") -> str:
         lines += _table(["subject", "n", "accuracy %"],
                         [[k, v["n"], _pct(v["acc"])] for k, v in s["per_subject"].items()])
     return "\n".join(lines) + "\n"
-
-
-def system_of(cfg: Mapping) -> str:
-    """The router, or ``expert:NAME`` for a run that asks one expert by name."""
-    if cfg.get("router"):
-        return str(cfg["router"])
-    experts = cfg.get("experts") or []
-    return f"expert:{experts[0]}" if len(experts) == 1 else "-"
 
 
 def sweep_rows(cells: Sequence[tuple[str, Mapping]]) -> list[list]:

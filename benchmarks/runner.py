@@ -90,11 +90,11 @@ def registry_digest(store, names: tuple[str, ...], generalist: str | None) -> st
 
 
 def local_gateway(settings=None, store=None):
-    """The gateway the app builds (service.app.create_app): same settings, store and backends."""
+    """The gateway the app builds (service.http.app.create_app): same settings, store and backends."""
     from experts_registry import offer_bundled, open_store
     from service.backends import BackendPool
-    from service.config import load_settings
-    from service.gateway import Gateway
+    from service.core.config import load_settings
+    from service.pipeline.gateway import Gateway
 
     settings = settings or load_settings()
     if store is None:
@@ -160,8 +160,8 @@ class Cell:
         return [await self._route(q) for q in questions]
 
     async def _route(self, q: Question) -> Item:
-        from service.config import VIRTUAL_AUTO
-        from service.protocol import ChatRequest, ConclaveOptions
+        from service.core.config import VIRTUAL_AUTO
+        from service.core.protocol import ChatRequest, ConclaveOptions
 
         cfg, gw = self.cfg, self.gateway
         messages = messages_for(q, shots=cfg.shots, cot=cfg.cot)
@@ -201,7 +201,7 @@ class Cell:
         """(the answer the client would get, the synthesis call if one is made, the aggregation detail)."""
         if len(answers) == 1 or self.cfg.k == 1:
             return answers[0], None, {}
-        from service.fanout import aggregator
+        from service.pipeline.fanout import aggregator
 
         candidates = [Candidate(e.name, a.text, s, error=a.error) for (e, s), a in zip(item.experts, answers)]
         try:

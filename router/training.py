@@ -99,7 +99,7 @@ def load_router(name: str, state: str | Path | None = None, **options):
 def replay_outcomes(questions, predictions, models, pool: str | None, encoder: Encoder | None = None,
                     cache_dir=None) -> Outcomes:
     """Outcomes (with embeddings when an encoder is given) from replay files."""
-    from benchmarks.replay_data import load_models, load_replay
+    from .replay_data import load_models, load_replay
 
     data = load_replay(questions, predictions, load_models(models), pool)
     emb = cached_encode(encoder, data.texts, cache_dir) if encoder is not None else None

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # LiteLLM's proxy, pinned, in its own venv (./.venv-litellm-proxy): the load benchmark's comparison
-# point (benchmarks/bench_load.py calls this script when the venv is missing). Never in ./.venv: the
+# point (benchmarks/perf/bench_load.py calls this script when the venv is missing). Never in ./.venv: the
 # [proxy] extra pulls its own server stack.
 #   VENV=path bash scripts/install-litellm-proxy.sh   # another venv location
 set -euo pipefail

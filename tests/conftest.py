@@ -64,8 +64,8 @@ def fake_gateway(tmp_path):
     from experts_registry import open_store
     from service.backends import BackendPool
     from service.backends.fake import FakeBackend
-    from service.config import load_settings
-    from service.gateway import Gateway
+    from service.core.config import load_settings
+    from service.pipeline.gateway import Gateway
 
     settings = load_settings().with_(expert_timeout=1.0, max_body_bytes=20_000, generalist="echo")
     store = open_store(tmp_path / "fakes")
@@ -81,12 +81,12 @@ def client_for():
     """Build a TestClient over create_app for a given gateway and settings."""
     from fastapi.testclient import TestClient
 
-    from service.app import create_app
+    from service.http.app import create_app
 
     clients = []
 
     def make(gateway, **settings_changes):
-        from service.routing import RouterHost
+        from service.pipeline.routing import RouterHost
 
         settings = gateway.settings.with_(**settings_changes)
         gateway.settings = settings

@@ -170,8 +170,8 @@ def test_vllm_expert_without_vllm_installed_is_a_clear_503(tmp_path, client_for)
     from experts_registry import open_store
     from experts_registry.model import Expert
     from service.backends import BackendPool
-    from service.config import load_settings
-    from service.gateway import Gateway
+    from service.core.config import load_settings
+    from service.pipeline.gateway import Gateway
 
     if importlib.util.find_spec("vllm") is not None:
         pytest.skip("vllm is installed here: tests/test_vllm_worker.py covers the real engine")

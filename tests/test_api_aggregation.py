@@ -113,7 +113,7 @@ def test_synthesis_judge_defaults_to_the_best_ranked_survivor(make_client):
 
 def test_synthesis_judge_comes_from_the_aggregation_profile(make_client, fake_gateway):
     from aggregators.profile import build_profile, save_profile
-    from service.aggregator_profile import profile_path
+    from service.pipeline.aggregator_profile import profile_path
 
     doc = build_profile({"b-b": {"accuracy": 0.9, "n": 10}, "a-c": {"accuracy": 0.2, "n": 10}}, built_from="test")
     save_profile(doc, profile_path(fake_gateway.settings.home))

@@ -10,7 +10,7 @@ from router.encoder import HashingEncoder
 from router.outcomes import Outcomes
 from router.training import train_router
 from service.cli import main
-from service.routing import router_dir
+from service.pipeline.routing import router_dir
 
 CHAT = "/v1/chat/completions"
 MATH = ["solve the equation x + 2 = 5", "integrate x squared", "what is 7 times 8", "factor x^2 - 1"]
@@ -30,7 +30,7 @@ def train_knn(home):
 
 
 def router_dir_of(home):
-    from service.config import load_settings
+    from service.core.config import load_settings
 
     return router_dir(load_settings().with_(home=home))
 

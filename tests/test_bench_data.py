@@ -18,7 +18,7 @@ from benchmarks.datasets import DATASETS, exemplars, load_questions, natural_key
 from benchmarks.prompts import COT_INSTRUCTION, INSTRUCTION, messages_for, score
 from experts_registry.bundled import BUNDLED
 from experts_registry.errors import ConfigError, InvalidRequest
-from service.prompting import chat_messages, completion_prompt
+from service.core.prompting import chat_messages, completion_prompt
 
 ROOT = Path(__file__).resolve().parents[1]
 COUNTS = {"mmlu": 14042, "mmlu-pro": 8400, "gpqa": 198, "medmcqa": 4183}

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.real
 
 def test_quick_load_benchmark_without_litellm(tmp_path):
     out = tmp_path / "load.json"
-    run = subprocess.run([sys.executable, "-m", "benchmarks.bench_load", "--quick", "--no-litellm", "--no-sdk",
+    run = subprocess.run([sys.executable, "-m", "benchmarks.perf.bench_load", "--quick", "--no-litellm", "--no-sdk",
                           "--json", str(out)], capture_output=True, text=True, timeout=180)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "added latency ms" in run.stdout and "routing cost" in run.stdout
@@ -25,7 +25,7 @@ def test_quick_load_benchmark_without_litellm(tmp_path):
 
 
 def test_hotpath_benchmark_compares_the_fast_path_with_the_fastapi_route():
-    run = subprocess.run([sys.executable, "-m", "benchmarks.bench_hotpath", "--requests", "300"],
+    run = subprocess.run([sys.executable, "-m", "benchmarks.perf.bench_hotpath", "--requests", "300"],
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr[-3000:]
     rows = {line.split()[0]: float(line.split()[1]) for line in run.stdout.splitlines()

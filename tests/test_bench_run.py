@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from benchmarks.generate import AnswerCache, Generator
 from benchmarks.runner import Cell, RunConfig, run_cells
 from experts_registry.errors import InvalidRequest
-from service.backends.base import Delta, usage_dict
+from service.core.backend import Delta, usage_dict
 from service.workers.fake import FakeWorker
 from tests.conftest import fake_expert
 
@@ -45,7 +45,7 @@ def scripted(tmp_path):
     """A gateway with three scripted experts (A, B, B) and one shared scripted worker."""
     from experts_registry import open_store
     from benchmarks.runner import local_gateway
-    from service.config import load_settings
+    from service.core.config import load_settings
 
     settings = load_settings().with_(generalist="alpha", sched_max_batch=2)
     store = open_store(tmp_path / "store")

@@ -127,7 +127,7 @@ def test_profile_aggregators_runs_live_and_the_gateway_uses_it(run, isolated_env
     assert "best aggregator: smollm2" in out
     doc = json.loads((isolated_env / "aggregator_profile.json").read_text())
     assert doc["experts"]["smollm2"]["n"] == 2 and doc["best"] == "smollm2"
-    from service.aggregator_profile import best_aggregator, load_aggregator_profile
+    from service.pipeline.aggregator_profile import best_aggregator, load_aggregator_profile
 
     assert best_aggregator(load_aggregator_profile(isolated_env), ["smollm2", "gemma-3-270m"]) == "smollm2"
 

@@ -3,7 +3,7 @@
 import pytest
 
 from experts_registry.errors import ConfigError
-from service.config import load_settings
+from service.core.config import load_settings
 
 
 def test_settings_from_environment_and_bad_values():

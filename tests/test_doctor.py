@@ -12,9 +12,9 @@ import pytest
 from click.testing import CliRunner
 
 from experts_registry.bundled import BUNDLED
-from service import doctor
+from service.cli import doctor_checks as doctor
 from service.cli import main
-from service.config import load_settings
+from service.core.config import load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 SEGV = [sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)"]

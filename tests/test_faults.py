@@ -14,8 +14,8 @@ import pytest
 from experts_registry import open_store
 from experts_registry.model import Expert
 from service.backends import BackendPool
-from service.config import load_settings
-from service.gateway import Gateway
+from service.core.config import load_settings
+from service.pipeline.gateway import Gateway
 
 from .servers import free_port
 

@@ -23,7 +23,7 @@ FUZZ = settings(max_examples=25, deadline=None, suppress_health_check=list(Healt
 
 @pytest.fixture
 def app(fake_gateway):
-    from service.app import create_app
+    from service.http.app import create_app
 
     fake_gateway.store.put_key(ADMIN_KEY)
     return create_app(fake_gateway.settings, fake_gateway)

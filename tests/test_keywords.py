@@ -5,7 +5,7 @@ import asyncio
 import pytest
 
 from experts_registry import BUNDLED
-from service.keywords import agreed, extract_keywords, parse_keywords
+from service.pipeline.keywords import agreed, extract_keywords, parse_keywords
 
 
 def test_parse_keywords_cleans_lists():
@@ -36,8 +36,8 @@ def test_extract_with_a_scripted_expert():
 @pytest.mark.real
 def test_extract_with_real_smollm2(fake_gateway):
     from service.backends import BackendPool
-    from service.config import load_settings
-    from service.gateway import Gateway
+    from service.core.config import load_settings
+    from service.pipeline.gateway import Gateway
 
     settings = load_settings()
     gw = Gateway(settings, fake_gateway.store, BackendPool(settings))
@@ -50,7 +50,7 @@ def test_extract_with_real_smollm2(fake_gateway):
             await gw.backends.close()
 
     words = asyncio.run(run())
-    # SmolLM2-135M rarely follows the keyword format (see README); what must hold is that three real
+    # SmolLM2-135M rarely follows the keyword format (see docs/routing.md); what must hold is that three real
     # samples were generated and whatever was kept is a well-formed keyword.
     assert 'conclave_expert_calls_total{expert="smollm2",outcome="ok"} 3.0' in gw.metrics.render().decode()
     assert all(0 < len(w) <= 20 and w == w.lower() for w in words)

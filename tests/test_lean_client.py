@@ -1,5 +1,5 @@
 """The lean OpenAI-compatible client (service/backends/openai_backend.py) against real HTTP servers in
-subprocesses (tests/fake_upstream.py for faults, benchmarks/load_upstream.py for usage in streams),
+subprocesses (tests/fake_upstream.py for faults, benchmarks/perf/load_upstream.py for usage in streams),
 the rule that sends an expert to it, and the gateway's expert-record cache."""
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from experts_registry.errors import ExpertNotFound, ExpertTimeout, UpstreamError
 from experts_registry.model import Expert
 from experts_registry.store import CachedStore
 from service.backends import BackendPool
-from service.backends.base import GenParams, collect, scrub
+from service.core.backend import GenParams, collect, scrub
 from service.backends.openai_backend import OpenAIBackend, build_request, lean_eligible
-from service.config import load_settings
+from service.core.config import load_settings
 
 from .servers import free_port
 
@@ -49,7 +49,7 @@ def faulty():
 @pytest.fixture(scope="module")
 def load_upstream():
     port = free_port()
-    proc = _serve(["benchmarks.load_upstream", "--port", str(port), "--latency-ms", "1"],
+    proc = _serve(["benchmarks.perf.load_upstream", "--port", str(port), "--latency-ms", "1"],
                   f"http://127.0.0.1:{port}/health")
     yield f"http://127.0.0.1:{port}/v1"
     proc.kill()

@@ -1,7 +1,7 @@
 """Rendering conversations for chat and completion (base-model) experts."""
 
 from experts_registry.model import Expert
-from service.prompting import chat_messages, completion_prompt
+from service.core.prompting import chat_messages, completion_prompt
 
 BASE = Expert(name="base", backend="llamacpp", model="x.gguf", prompt_style="completion",
               template="Q: {prompt}\nA:", system_prompt="Q: 1+1?\nA: 2")

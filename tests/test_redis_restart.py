@@ -16,8 +16,8 @@ import httpx
 import pytest
 
 from experts_registry.errors import InvalidRequest, ValidationFailed
-from service.idempotency import check_same_body, ticket_for
-from service.protocol import ChatRequest
+from service.core.idempotency import check_same_body, ticket_for
+from service.core.protocol import ChatRequest
 
 from .conftest import REDIS_URL
 from .servers import start_gateway
@@ -72,7 +72,7 @@ def test_without_the_redis_queue_a_key_is_validated_and_otherwise_ignored(fake_g
 
 
 def test_the_shutdown_hook_runs_before_the_handler_it_found():
-    from service.shutdown import on_shutdown_signal
+    from service.http.shutdown import on_shutdown_signal
 
     calls = []
     before = signal.signal(signal.SIGINT, lambda *_: calls.append("server"))

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from benchmarks.cli import bench
 from benchmarks.replay import baselines
-from benchmarks.replay_data import hash_split, load_models, load_replay
+from router.replay_data import hash_split, load_models, load_replay
 from router.vote import vote
 from tests.router_fakes import write_replay_files
 

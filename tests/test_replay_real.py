@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from benchmarks.cli import bench
-from benchmarks.replay_data import DEFAULTS, hash_split, load_models
+from router.replay_data import DEFAULTS, hash_split, load_models
 
 pytestmark = pytest.mark.real
 SUBSET = 0.04                                   # ~340 questions: ~15-30 s of embedding on 2 cores

@@ -90,8 +90,8 @@ def test_offline_mode_loads_each_expert_once(models_home):
 def test_the_embedded_gateway_serves_llamacpp_experts_through_the_scheduler(models_home, client_for):
     from experts_registry import open_store
     from service.backends import BackendPool
-    from service.config import load_settings
-    from service.gateway import Gateway
+    from service.core.config import load_settings
+    from service.pipeline.gateway import Gateway
 
     settings = load_settings().with_(home=models_home, llama_threads=1, max_loaded_models=1)
     store = open_store(models_home / "store")

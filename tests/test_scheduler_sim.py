@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from benchmarks.sched_sim import PROFILES, lower_bound, offline_grouped, simulate, workload
+from benchmarks.perf.sched_sim import PROFILES, lower_bound, offline_grouped, simulate, workload
 from service.scheduler.policy import BatchPolicy, FcfsPolicy
 
 COST = PROFILES["h100-8b"]

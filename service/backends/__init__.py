@@ -2,6 +2,8 @@
 
 An expert's kind is its record's ``backend``, except that OpenAI-compatible ``litellm`` experts go
 to the lean ``openai`` client (``openai_backend.lean_eligible``) unless ``CONCLAVE_LEAN_CLIENT=0``.
+The seam's types (``Backend``, ``Delta``, ``GenParams``) live in ``service/core/backend.py``.
+May import scheduler, workers and core (never pipeline, http, cli).
 """
 
 from __future__ import annotations
@@ -11,8 +13,8 @@ from typing import Callable
 from experts_registry.errors import ExpertUnavailable
 from experts_registry.model import Expert
 
-from ..config import Settings
-from .base import Backend, Delta, GenParams, Generation, collect, usage_dict
+from ..core.backend import Backend, Delta, GenParams, Generation, collect, usage_dict
+from ..core.config import Settings
 from .openai_backend import lean_eligible
 
 

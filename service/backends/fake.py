@@ -13,7 +13,7 @@ import asyncio
 from experts_registry.errors import UpstreamError
 from experts_registry.model import Expert
 
-from .base import Delta, GenParams, usage_dict
+from ..core.backend import Delta, GenParams, usage_dict
 
 
 class FakeBackend:

@@ -12,8 +12,8 @@ import os
 from experts_registry.errors import ConclaveError, ExpertTimeout, UpstreamError
 from experts_registry.model import Expert
 
-from ..prompting import chat_messages, completion_prompt
-from .base import Delta, GenParams, sampling, scrub, usage_dict
+from ..core.backend import Delta, GenParams, sampling, scrub, usage_dict
+from ..core.prompting import chat_messages, completion_prompt
 
 
 def _litellm():

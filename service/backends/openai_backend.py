@@ -19,8 +19,8 @@ from functools import lru_cache
 from experts_registry.errors import ConclaveError, ExpertTimeout, UpstreamError
 from experts_registry.model import Expert
 
-from ..prompting import chat_messages, completion_prompt
-from .base import Delta, GenParams, sampling, scrub, usage_dict
+from ..core.backend import Delta, GenParams, sampling, scrub, usage_dict
+from ..core.prompting import chat_messages, completion_prompt
 
 # litellm providers that speak the OpenAI wire format to whatever server api_base names
 LEAN_PROVIDERS = ("openai", "hosted_vllm", "custom_openai", "lm_studio", "llamafile")

@@ -6,8 +6,8 @@ import asyncio
 
 from experts_registry.model import Expert
 
-from ..config import Settings
-from .base import GenParams
+from ..core.backend import GenParams
+from ..core.config import Settings
 
 
 class ScheduledBackend:

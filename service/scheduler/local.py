@@ -20,7 +20,7 @@ from typing import AsyncIterator, Callable
 from experts_registry.errors import ConclaveError, RateLimited, UpstreamError
 from experts_registry.model import Expert
 
-from ..backends.base import Delta, GenParams
+from ..core.backend import Delta, GenParams
 from ..workers.base import END, Job, Worker
 from .policy import BatchPolicy, Pending, Pick
 from .stats import SchedStats

@@ -14,7 +14,7 @@ by a Lua script that sets the done key and pushes the reply only if the done key
 a job re-run after a crash never answers twice.  The answer travels whole (no token streaming
 through Redis yet).
 
-A keyed request (``service.idempotency``) is recorded and enqueued by one script, its answer is
+A keyed request (``service.core.idempotency``) is recorded and enqueued by one script, its answer is
 also kept under ``answer:{id}``, and its job is never withdrawn: when the gateway shuts down
 before the answer, the client gets a retryable 503 and a retry with the same key, on any gateway,
 collects the answer (or waits for it) instead of queueing again.
@@ -31,8 +31,8 @@ from dataclasses import asdict, dataclass
 from experts_registry.errors import ExpertUnavailable, RateLimited, ShuttingDown, UpstreamError
 from experts_registry.model import Expert
 
-from ..backends.base import Delta, GenParams
-from ..idempotency import HEADER, Ticket, check_same_body
+from ..core.backend import Delta, GenParams
+from ..core.idempotency import HEADER, Ticket, check_same_body
 
 GROUP = "workers"
 PUBLISH = """

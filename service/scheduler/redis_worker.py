@@ -141,7 +141,7 @@ def make_worker(kind: str, settings, name: str) -> Worker:
 
 def serve_worker(name: str, kind: str = "llamacpp", reclaim_ms: int = 5000) -> None:
     """Serve the Redis queue until SIGTERM (the batch in progress finishes first)."""
-    from ..config import load_settings
+    from ..core.config import load_settings
 
     s = load_settings()
     if not s.redis_url:

@@ -1,14 +1,14 @@
 """Workers: processes or threads that host expert models and run batches of jobs on them.
 
 ``WORKERS`` maps a backend kind to a factory ``(settings, name) -> Worker``.  Heavy
-imports (llama_cpp, vllm) happen inside the factories, never at import time.
+imports (llama_cpp, vllm) happen inside the factories, never at import time.  May import core only (never scheduler, backends or above).
 """
 
 from __future__ import annotations
 
 from typing import Callable
 
-from ..config import Settings
+from ..core.config import Settings
 from .base import END, Job, Worker
 
 

@@ -25,7 +25,7 @@ from typing import Callable
 from experts_registry.errors import ExpertUnavailable
 from experts_registry.model import Expert
 
-from ..backends.base import Delta, GenParams
+from ..core.backend import Delta, GenParams
 
 END = object()  # the sentinel a job's sink receives once, after its last Delta or error
 _ids = itertools.count(1)

@@ -12,7 +12,7 @@ import time
 from experts_registry.errors import ExpertUnavailable
 from experts_registry.model import Expert
 
-from ..backends.base import Delta, usage_dict
+from ..core.backend import Delta, usage_dict
 from .base import Job, Worker
 
 

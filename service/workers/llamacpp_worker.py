@@ -19,8 +19,8 @@ from experts_registry.bundled import resolve_gguf
 from experts_registry.errors import ExpertUnavailable, UpstreamError
 from experts_registry.model import Expert
 
-from ..backends.base import Delta, usage_dict
-from ..prompting import chat_messages, completion_prompt
+from ..core.backend import Delta, usage_dict
+from ..core.prompting import chat_messages, completion_prompt
 from .base import Job, Worker
 
 log = logging.getLogger("conclave.llamacpp")

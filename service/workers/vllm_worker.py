@@ -29,8 +29,8 @@ from pathlib import Path
 from experts_registry.errors import ExpertUnavailable, UpstreamError
 from experts_registry.model import Expert
 
-from ..backends.base import Delta, usage_dict
-from ..prompting import chat_messages, completion_prompt
+from ..core.backend import Delta, usage_dict
+from ..core.prompting import chat_messages, completion_prompt
 from .base import Job, Worker
 from .vllm_convert import model_dir
 

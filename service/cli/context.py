@@ -1,0 +1,53 @@
+"""What every ``conclave`` command shares: the lazily opened :class:`Context` (settings, store,
+gateway), the :class:`Group` that turns Conclave's errors into a one-line message, and ``pass_ctx``."""
+
+from __future__ import annotations
+
+import click
+
+from experts_registry.errors import ConclaveError
+
+
+class Group(click.Group):
+    """A click group that turns Conclave's errors into a one-line message and exit code 1."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except ConclaveError as exc:
+            raise click.ClickException(exc.message) from None
+
+
+class Context:
+    """Settings and store, opened on first use (``--help`` touches neither)."""
+
+    def __init__(self):
+        self._settings = None
+        self._store = None
+
+    @property
+    def settings(self):
+        if self._settings is None:
+            from ..core.config import load_settings
+
+            self._settings = load_settings()
+        return self._settings
+
+    @property
+    def store(self):
+        if self._store is None:
+            from experts_registry import offer_bundled, open_store
+
+            s = self.settings
+            self._store = open_store(s.home, s.redis_url, s.redis_prefix)
+            offer_bundled(self._store)
+        return self._store
+
+    def gateway(self):
+        from ..backends import BackendPool
+        from ..pipeline.gateway import Gateway
+
+        return Gateway(self.settings, self.store, BackendPool(self.settings))
+
+
+pass_ctx = click.make_pass_decorator(Context, ensure=True)

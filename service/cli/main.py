@@ -1,0 +1,46 @@
+"""The ``conclave`` command line: the top group and the registration of every noun's commands.
+
+Commands are grouped by noun (``conclave experts ...``), one module each in this package; each
+docstring is its ``--help`` and shows an example.  Errors print what to do next and exit 1.
+"""
+
+from __future__ import annotations
+
+import click
+
+from .context import Group
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option("0.1.0", prog_name="conclave")
+def main():
+    """Conclave: an OpenAI-compatible gateway that answers with whole expert LLMs.
+
+    \b
+    Quick start:
+      conclave experts list                 # the registered experts
+      conclave chat "What is 2+2?"          # one answer through the routed pipeline
+      conclave serve --port 8000            # the HTTP gateway
+      conclave doctor                       # check this install (llama.cpp build, experts, store)
+
+    Configuration comes from CONCLAVE_* environment variables (see README).
+    """
+
+
+def _register_groups() -> None:
+    from benchmarks.cli import bench
+
+    from .chat import chat
+    from .doctor import doctor
+    from .experts import experts
+    from .keys import keys
+    from .profile import profile
+    from .router import route, router_group
+    from .serve import serve
+    from .worker import worker
+
+    for command in (serve, chat, experts, keys, profile, route, router_group, bench, worker, doctor):
+        main.add_command(command)
+
+
+_register_groups()

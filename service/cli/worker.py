@@ -1,0 +1,31 @@
+"""``conclave worker``: a model-hosting worker process serving the gateways' Redis queue."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import click
+
+
+@click.command()
+@click.option("--name", default=None, help="Consumer name in the Redis group (default: worker-<pid>); unique per worker.")
+@click.option("--kind", default="llamacpp", show_default=True, type=click.Choice(["llamacpp", "fake"]),
+              help="Which worker to run (fake: the scripted test worker).")
+@click.option("--reclaim-ms", default=5000, show_default=True, type=click.IntRange(100),
+              help="A job held this long by a worker that stopped heart-beating is taken over.")
+def worker(name, kind, reclaim_ms):
+    """Host expert models and serve queued requests from Redis, batched by expert.
+
+    Needs CONCLAVE_REDIS_URL (the same as the gateways', which run with CONCLAVE_SCHED_QUEUE=redis).
+    Batch size, wait bound and model budget come from CONCLAVE_SCHED_MAX_BATCH,
+    CONCLAVE_SCHED_MAX_WAIT, CONCLAVE_MAX_LOADED_MODELS and CONCLAVE_WORKER_MEMORY_MB.
+
+    Example:
+
+        CONCLAVE_REDIS_URL=redis://127.0.0.1:6379/0 conclave worker --name gpu-1
+    """
+    from ..scheduler.redis_worker import serve_worker
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    serve_worker(name or f"worker-{os.getpid()}", kind, reclaim_ms)

@@ -1,0 +1,97 @@
+"""POST /v1/chat/completions: the one handler behind the ASGI fast path (``service/http/fastpath.py``)
+and the FastAPI route that describes it (``service/http/app.py``)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Mapping
+
+from starlette.responses import JSONResponse, Response, StreamingResponse
+
+from experts_registry.errors import ConclaveError, InvalidRequest
+
+from ..core.idempotency import ticket_for
+from ..core.protocol import ChatRequest, chunk_body, completion_body, new_id
+from ..pipeline.gateway import Gateway
+from .auth import Principal
+from .ratelimit import RateLimiter
+
+log = logging.getLogger("conclave.app")
+
+
+class ChatHandler:
+    def __init__(self, gateway: Gateway, limiter: RateLimiter):
+        self.gw = gateway
+        self.limiter = limiter
+
+    async def __call__(self, req: ChatRequest, headers: Mapping[str, str], who: Principal) -> Response:
+        bad = req.forbidden_fields()
+        if bad:
+            raise InvalidRequest(f"field {bad[0]!r} is not accepted: the gateway decides where traffic goes",
+                                 param=bad[0])
+        who.check_model(req.model)
+        await self.limiter.admit(who)
+
+        async def spend(usage: dict | None) -> None:
+            await self.limiter.spend_tokens(who, (usage or {}).get("total_tokens", 0))
+
+        ticket = ticket_for(headers, who.key_id, req)
+        if req.stream:
+            return await _stream(self.gw, req, who, spend, ticket)
+        routed, gen = await self.gw.complete(req, allowed=who.models, ticket=ticket)
+        await spend(gen.usage)
+        body = completion_body(new_id(), routed.expert.name, gen.text, gen.finish_reason, gen.usage, routed.info())
+        return JSONResponse(body, headers=_headers(routed))
+
+
+async def _stream(gw: Gateway, req: ChatRequest, who: Principal, spend, ticket=None) -> Response:
+    routed, chunks = await gw.open_stream(req, allowed=who.models, ticket=ticket)
+    it = chunks.__aiter__()
+    try:
+        first = await it.__anext__()  # errors before the first token still get a proper status
+    except StopAsyncIteration:
+        first = None
+    rid, model, info = new_id(), routed.expert.name, routed.info()
+
+    async def events():
+        usage, finish = None, "stop"
+        yield _sse(chunk_body(rid, model, {"role": "assistant", "content": ""}, None, info))
+        try:
+            delta = first
+            while delta is not None:
+                if delta.text:
+                    yield _sse(chunk_body(rid, model, {"content": delta.text}, None, {"expert": model}))
+                usage, finish = delta.usage or usage, delta.finish_reason or finish
+                delta = await anext(it, None)
+        except ConclaveError as exc:
+            yield _sse(exc.to_body())   # in-band error, and no [DONE]: never a silent truncation
+            return
+        except Exception:
+            log.exception("stream from %s broke", model)
+            yield _sse(ConclaveError("internal error while streaming").to_body())
+            return
+        finally:
+            await it.aclose()   # the client left or the stream ended: stop the expert
+            await spend(usage)
+        yield _sse(chunk_body(rid, model, {}, finish, {"expert": model}))
+        if req.include_usage() and usage:
+            yield _sse({**chunk_body(rid, model, {}, None, {"expert": model}), "choices": [], "usage": usage})
+        yield "data: [DONE]\n\n"
+
+    return StreamingResponse(events(), media_type="text/event-stream", headers=_headers(routed))
+
+
+def _sse(obj: dict) -> str:
+    return f"data: {json.dumps(obj, separators=(',', ':'))}\n\n"
+
+
+def _headers(routed) -> dict:
+    headers = {"x-conclave-expert": routed.expert.name}
+    if routed.decision is not None:
+        headers["x-conclave-router"] = routed.decision.router
+        headers["x-conclave-route"] = routed.decision.reason.encode("ascii", "replace").decode()[:500]
+    if routed.aggregation is not None:
+        headers["x-conclave-aggregator"] = routed.aggregation.aggregator
+        headers["x-conclave-candidates"] = ",".join(c.expert for c in routed.aggregation.candidates)
+    return headers

@@ -1,0 +1,101 @@
+"""Pure ASGI middleware: who is calling (API keys), bounded request bodies, request metrics.
+
+Pure ASGI (not BaseHTTPMiddleware) so streaming responses pass through untouched
+and the checks run on every request, async path included.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+from experts_registry.errors import AuthenticationError, ConclaveError, PayloadTooLarge
+
+from ..core.config import Settings
+from ..core.metrics import Metrics
+from .auth import Authenticator
+
+OPEN_PATHS = {"/health", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}  # the API description is public
+KNOWN_ROUTES = {"/v1/chat/completions", "/v1/models", "/health", "/metrics"}
+
+
+class AuthAndLimits:
+    def __init__(self, app, settings: Settings, metrics: Metrics, auth: Authenticator):
+        self.app = app
+        self.settings = settings
+        self.metrics = metrics
+        self.auth = auth
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        t0, status = time.perf_counter(), [500]
+        route = scope["path"] if scope["path"] in KNOWN_ROUTES else ("/admin" if scope["path"].startswith("/admin/") else "other")
+
+        async def send_wrapped(message):
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        inflight = self.metrics.child(self.metrics.inflight, route)
+        inflight.inc()
+        try:
+            try:
+                self._authorise(scope)
+                receive = await self._bounded_body(scope, receive)
+            except ConclaveError as exc:  # nothing was sent yet: answer here
+                return await _send_error(send_wrapped, exc, self.metrics)
+            await self.app(scope, receive, send_wrapped)
+        finally:
+            inflight.dec()
+            self.metrics.child(self.metrics.requests, route, str(status[0])).inc()
+            self.metrics.child(self.metrics.latency, route).observe(time.perf_counter() - t0)
+
+    def _authorise(self, scope) -> None:
+        """Resolve the caller into ``scope["conclave.principal"]`` (routes check what it may do)."""
+        if scope["path"] in OPEN_PATHS:
+            return
+        header = dict(scope["headers"]).get(b"authorization")
+        scope["conclave.principal"] = self.auth.authenticate(header.decode("latin-1") if header else None)
+
+    async def _bounded_body(self, scope, receive):
+        if scope["method"] not in ("POST", "PUT", "PATCH"):
+            return receive
+        limit = self.settings.max_body_bytes
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > limit:
+            raise PayloadTooLarge(f"request body over {limit} bytes (CONCLAVE_MAX_BODY_BYTES)")
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return _replay([message])
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > limit:
+                raise PayloadTooLarge(f"request body over {limit} bytes (CONCLAVE_MAX_BODY_BYTES)")
+            if not message.get("more_body"):
+                break
+        return _replay([{"type": "http.request", "body": b"".join(chunks), "more_body": False}], receive)
+
+
+def _replay(messages, then=None):
+    pending = list(messages)
+
+    async def receive():
+        if pending:
+            return pending.pop(0)
+        if then is not None:
+            return await then()
+        return {"type": "http.disconnect"}
+    return receive
+
+
+async def _send_error(send, exc: ConclaveError, metrics: Metrics) -> None:
+    metrics.errors.labels(exc.type).inc()
+    body = json.dumps(exc.to_body()).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if isinstance(exc, AuthenticationError):
+        headers.append((b"www-authenticate", b"Bearer"))
+    await send({"type": "http.response.start", "status": exc.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

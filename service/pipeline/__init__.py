@@ -1,0 +1,1 @@
+"""One request's way through: resolve, route, call experts (fan-out, retries), aggregate; may import backends and below."""

@@ -1,0 +1,72 @@
+"""Routers at serving time: loaded once from their trained state, fed one cached embedding per request.
+
+Routers stay pure: this host does the I/O (loading state, embedding the prompt in
+a worker thread) and hands ``route()`` everything it needs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Sequence
+
+from experts_registry.errors import InvalidRequest
+from experts_registry.model import Expert
+from router import ROUTERS, Decision, RouteRequest
+
+from ..core.config import Settings
+
+TRAINED = ("skills", "coe", "knn")
+
+
+def router_dir(settings: Settings) -> Path:
+    return settings.home / "routers"
+
+
+class RouterHost:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self._routers: dict[str, object] = {}
+        self._encoders: dict[str, object] = {}
+
+    def get(self, name: str | None = None):
+        """The router by name (default: CONCLAVE_ROUTER), loading its trained state on first use."""
+        name = name or self.settings.router
+        if name not in ROUTERS:
+            raise InvalidRequest(f"unknown router {name!r}; available: {', '.join(sorted(ROUTERS))}", param="router")
+        if name not in self._routers:
+            options = {"generalist": self.settings.generalist}
+            if name in TRAINED:
+                options["state"] = str(router_dir(self.settings) / name)
+            self._routers[name] = ROUTERS[name](**options)   # ConfigError when it was never trained
+        return self._routers[name]
+
+    def encoder(self, name: str):
+        if name not in self._encoders:
+            from router.encoder import CachedEncoder, get_encoder
+
+            options = {} if name.startswith("hashing-") else {"threads": 1}  # one thread: see docs/performance.md
+            self._encoders[name] = CachedEncoder(get_encoder(name, **options))
+        return self._encoders[name]
+
+    def embed(self, router, text: str):
+        if not getattr(router, "needs_embedding", False):
+            return None
+        return self.encoder(getattr(router, "encoder", None) or "all-minilm-l6-v2").encode_one(text)
+
+    async def route(self, name: str | None, text: str, candidates: Sequence[Expert], k: int,
+                    metadata: dict | None = None) -> Decision:
+        """Embed (once, cached) what the router needs, then route. ``metadata["skills"]`` holds
+        keywords from the LLM extractor, if one ran; they are embedded for nearest-skill matching."""
+        router = self.get(name)
+        metadata = dict(metadata or {})
+        embedding = await asyncio.to_thread(self.embed, router, text) if router.needs_embedding else None
+        if metadata.get("skills") and router.needs_embedding:
+            enc = self.encoder(getattr(router, "encoder", None) or "all-minilm-l6-v2")
+            metadata["skill_embeddings"] = await asyncio.to_thread(enc.encode, list(metadata["skills"]))
+        return router.route(RouteRequest(text=text, embedding=embedding, metadata=metadata), candidates, k=k)
+
+    def warm(self) -> None:
+        """Load the configured router and its encoder now (at start), so a bad config fails fast."""
+        router = self.get()
+        self.embed(router, "warm-up")
