@@ -13,7 +13,19 @@ import click
 from experts_registry.errors import ConclaveError
 from router.replay_data import DEFAULTS
 
-ROUTER_NAMES = ("skills", "skills-sampled", "skills-embed", "coe", "knn", "all")
+ROUTER_NAMES = ("skills", "skills-sampled", "skills-embed", "coe", "knn", "correct", "all")
+
+
+def _ks(ctx, param, values) -> list[int]:
+    from router.correct import parse_k
+
+    try:
+        ks = [parse_k(v) for v in values]
+    except ConclaveError as exc:
+        raise click.BadParameter(exc.message) from None
+    if any(k > 9 for k in ks):
+        raise click.BadParameter("k is at most 9")
+    return ks
 
 
 @click.group(name="bench")
@@ -35,12 +47,17 @@ def bench() -> None:
 @click.option("--pool", default="small-17", show_default=True, help="Named pool of models.json, or 'all'.")
 @click.option("--router", "routers", multiple=True, default=("all",), show_default=True,
               type=click.Choice(ROUTER_NAMES), help="Router to evaluate (repeatable, or 'all').")
-@click.option("--k", "ks", multiple=True, type=click.IntRange(1, 9), default=(1, 3), show_default=True,
-              help="Experts called per question (repeatable).")
+@click.option("--k", "ks", multiple=True, default=("1", "3"), show_default=True, callback=_ks,
+              help="Experts called per question (repeatable), or 'auto' (adaptive k: routers that support it).")
 @click.option("--seed", default=0, show_default=True, help="Seed of the hash split.")
+@click.option("--folds", default=0, type=click.IntRange(0, 20), show_default=True,
+              help="Cross-validate: N folds of the train files (each question tested once per seed), mean ± std "
+                   "and paired comparisons against the baselines. 0: one split.")
+@click.option("--seeds", default=1, type=click.IntRange(1, 20), show_default=True,
+              help="With --folds: repeat the fold split with this many seeds.")
 @click.option("--test-fraction", default=0.2, show_default=True, help="Share of questions held out by the split.")
-@click.option("--encoder", default="all-minilm-l6-v2", show_default=True,
-              help="Embedding model ('hashing-64' for a quick run without the model).")
+@click.option("--encoder", default="static-minilm-256", show_default=True,
+              help="Embedding model: static-minilm-256, all-minilm-l6-v2 ('hashing-64' for a quick run).")
 @click.option("--threads", type=int, default=None,
               help="torch threads for the encoder (1 is fastest on a busy 2-core machine).")
 @click.option("--cache-dir", default=None, help="Embedding cache (default: ~/.cache/conclave/embeddings).")
@@ -50,7 +67,7 @@ def bench() -> None:
               help="Also write per-question results: one run folder per router x k and baseline, "
                    "plus the sweep report (the format of 'bench run'; see 'bench report').")
 def replay(train_questions, train_predictions, test_questions, test_predictions, models, pool, routers,
-           ks, seed, test_fraction, encoder, threads, cache_dir, no_cache, json_out, out_dir) -> None:
+           ks, seed, folds, seeds, test_fraction, encoder, threads, cache_dir, no_cache, json_out, out_dir) -> None:
     """Fit routers on recorded answers, route held-out questions, compare with baselines.
 
     Accuracy at k > 1 is the majority vote of the k chosen experts' recorded
@@ -63,6 +80,7 @@ def replay(train_questions, train_predictions, test_questions, test_predictions,
           --test-questions Q2.jsonl.gz --test-predictions P2.csv.gz --models models.json \\
           --pool small-17 --router all --k 1 --k 3 --json out.json
       conclave bench replay --router knn --k 1 --k 3 --out bench-results/replay-knn
+      conclave bench replay --router correct --router knn --k 1 --k 3 --k auto --folds 5 --json cv.json
     """
     from router.encoder import default_cache_dir, get_encoder
 
@@ -73,8 +91,14 @@ def replay(train_questions, train_predictions, test_questions, test_predictions,
     try:
         if bool(test_questions) != bool(test_predictions):
             raise click.UsageError("give both --test-questions and --test-predictions, or neither")
+        if folds and (test_questions or out_dir):
+            raise click.UsageError("--folds splits the train files itself: drop --test-* and --out")
         info = load_models(models)
         train = load_replay(train_questions, train_predictions, info, pool)
+        cache = None if no_cache else (cache_dir or default_cache_dir())
+        enc = get_encoder(encoder, **({"threads": threads} if threads else {}))
+        if folds:
+            return _cross_validate(train, routers, ks, enc, cache, folds, seeds, pool, json_out)
         split = {"train": [train_questions, train_predictions]}
         if test_questions:
             test = load_replay(test_questions, test_predictions, info, pool)
@@ -83,11 +107,9 @@ def replay(train_questions, train_predictions, test_questions, test_predictions,
             mask = hash_split(train.question_ids, seed, test_fraction)
             train, test = train.subset(~mask), train.subset(mask)
             split.update(hash_seed=seed, test_fraction=test_fraction)
-        cache = None if no_cache else (cache_dir or default_cache_dir())
-        enc = get_encoder(encoder, **({"threads": threads} if threads else {}))
         dataset = "mmlu-pro" if Path(train_questions).resolve() == DEFAULTS["questions"].resolve() else "replay"
         recorder = ReplayRecorder(test, dataset) if out_dir else None
-        result = run_replay(train, test, routers, sorted(set(ks)), enc, cache, split, sink=recorder)
+        result = run_replay(train, test, routers, sorted(set(ks), key=_k_order), enc, cache, split, sink=recorder)
         result["pool"] = pool
         if recorder:
             recorder.write(out_dir, {"pool": pool, "encoder": enc.name, "split": split,
@@ -100,6 +122,21 @@ def replay(train_questions, train_predictions, test_questions, test_predictions,
         click.echo(f"figures written to {json_out}")
     if out_dir:
         click.echo(f"per-question results written to {out_dir} (re-render: conclave bench report {out_dir})")
+
+
+def _k_order(k: int) -> float:
+    return float("inf") if k == 0 else k          # auto last
+
+
+def _cross_validate(data, routers, ks, enc, cache, folds, seeds, pool, json_out) -> None:
+    from .replay_cv import cross_validate, cv_table
+
+    result = {**cross_validate(data, routers, sorted(set(ks), key=_k_order), enc, cache, folds, seeds),
+              "pool": pool}
+    click.echo(cv_table(result))
+    if json_out:
+        Path(json_out).write_text(json.dumps(result, indent=1, sort_keys=True))
+        click.echo(f"figures written to {json_out}")
 
 
 @bench.command()

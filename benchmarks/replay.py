@@ -17,6 +17,8 @@ import numpy as np
 from experts_registry.errors import InvalidRequest
 from router.encoder import Encoder, cached_encode
 from router.evaluation import chosen_columns, replay_experts, route_all, score_columns, score_decisions
+from router.correct import AUTO
+from router.correct_fit import fit_correct
 from router.fit import fit_coe, fit_knn, fit_skills
 from router.replay_data import ReplaySet
 
@@ -30,7 +32,13 @@ REPLAY_ROUTERS: dict[str, Callable] = {
     "skills-embed": lambda o, enc: fit_skills(o, enc, sample=False, use_labels=False),
     "coe": lambda o, enc: fit_coe(o, encoder=enc.name),
     "knn": lambda o, enc: fit_knn(o, encoder=enc.name),
+    "correct": lambda o, enc: fit_correct(o, encoder=enc.name),
 }
+ADAPTIVE = ("correct",)      # routers that answer k = "auto"
+
+
+def k_label(k: int) -> str:
+    return "auto" if k == AUTO else str(k)
 
 
 def resolve_routers(names: Sequence[str]) -> list[str]:
@@ -43,8 +51,11 @@ def resolve_routers(names: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def baselines(train: ReplaySet, test: ReplaySet, sink: Sink | None = None) -> dict[str, dict]:
-    """``sink(name, k, columns, None)`` sees each baseline's per-question experts."""
+def baselines(train: ReplaySet, test: ReplaySet, sink: Sink | None = None,
+              emb_train: np.ndarray | None = None, emb_test: np.ndarray | None = None) -> dict[str, dict]:
+    """``sink(name, k, columns, None)`` sees each baseline's per-question experts.  With embeddings,
+    ``category_predicted`` maps the category a linear classifier predicts from the embedding (what
+    live traffic, which has no label, can do) to its best expert."""
     acc = np.nan_to_num(np.nanmean(np.where(np.isnan(train.correct()), np.nan, train.correct()), axis=0))
     order = np.argsort(-acc, kind="stable")
     n, out = len(test), {}
@@ -60,6 +71,8 @@ def baselines(train: ReplaySet, test: ReplaySet, sink: Sink | None = None) -> di
 
     out["best_single"] = score("best_single", fixed(order[:1]), [test.experts[order[0]]])
     out["category_best"] = _category_best(train, test, acc, score)
+    if emb_train is not None and len(set(train.labels.get("category", ()))) > 1:
+        out["category_predicted"] = _category_predicted(train, test, emb_train, emb_test, acc, score)
     for k in (3, 5):
         if len(order) >= k:
             out[f"vote_top{k}"] = score(f"vote_top{k}", fixed(order[:k]), [test.experts[i] for i in order[:k]])
@@ -78,6 +91,17 @@ def _category_best(train: ReplaySet, test: ReplaySet, acc: np.ndarray, score) ->
     return score("category_best", cols, {c: test.experts[i] for c, i in sorted(best.items())})
 
 
+def _category_predicted(train: ReplaySet, test: ReplaySet, emb_train, emb_test, acc, score) -> dict:
+    from router.fit import linear_classifier
+
+    y, correct = np.array(train.labels["category"]), np.nan_to_num(train.correct())
+    names, w, b = linear_classifier(emb_train, y)
+    best = {c: int(np.argmax(correct[y == c].mean(axis=0))) for c in names}
+    predicted = np.array(names)[np.argmax(emb_test @ w.T + b, axis=1)]
+    cols = np.array([[best.get(c, int(np.argmax(acc)))] for c in predicted], dtype=np.int64)
+    return score("category_predicted", cols, {c: test.experts[i] for c, i in sorted(best.items())})
+
+
 def evaluate_router(name: str, train: ReplaySet, test: ReplaySet, emb_train, emb_test,
                     encoder: Encoder, ks: Sequence[int], sink: Sink | None = None) -> dict:
     t0 = time.perf_counter()
@@ -89,12 +113,14 @@ def evaluate_router(name: str, train: ReplaySet, test: ReplaySet, emb_train, emb
     if hasattr(router, "params"):
         result["params"] = dict(router.params)
     for k in ks:
+        if k == AUTO and name not in ADAPTIVE:
+            continue
         t0 = time.perf_counter()
         decisions = route_all(router, test.texts, emb_test, metadata, candidates, k)
         per_q = (time.perf_counter() - t0) / max(len(test), 1)
         if sink:
-            sink(name, k, chosen_columns(decisions, test.experts, k), decisions)
-        result[f"k{k}"] = {**score_decisions(decisions, test.experts, test.answers, test.gold, k,
+            sink(name, k, chosen_columns(decisions, test.experts, max(k, 1)), decisions)
+        result[f"k{k_label(k)}"] = {**score_decisions(decisions, test.experts, test.answers, test.gold, k,
                                              test.active_params),
                            "route_ms": round(per_q * 1000, 3), "example": decisions[0].reason}
     return result
@@ -114,7 +140,7 @@ def run_replay(train: ReplaySet, test: ReplaySet, routers: Sequence[str], ks: Se
     emb_test = cached_encode(encoder, test.texts, cache_dir)
     result = {"n_train": len(train), "n_test": len(test), "experts": list(train.experts),
               "encoder": encoder.name, "ks": list(ks), "split": dict(split or {}),
-              "baselines": baselines(train, test, sink), "routers": {}}
+              "baselines": baselines(train, test, sink, emb_train, emb_test), "routers": {}}
     for name in names:
         result["routers"][name] = evaluate_router(name, train, test, emb_train, emb_test, encoder, ks, sink)
     result["figures"] = figures(result)
@@ -126,22 +152,26 @@ def figures(result: Mapping) -> dict[str, float]:
     out = {name: b["accuracy"] for name, b in result["baselines"].items()}
     for name, r in result["routers"].items():
         for k in result["ks"]:
-            out[f"{name}@k{k}"] = r[f"k{k}"]["accuracy"]
+            if f"k{k_label(k)}" in r:
+                out[f"{name}@k{k_label(k)}"] = r[f"k{k_label(k)}"]["accuracy"]
     return out
 
 
 def table(result: Mapping) -> str:
-    rows = [("system", "k", "accuracy", "active B/q")]
-    sizes = {"best_single": 1, "category_best": 1, "vote_top3": 3, "vote_top5": 5, "oracle": "-"}
+    rows = [("system", "k", "accuracy", "calls/q", "active B/q")]
+    sizes = {"best_single": 1, "category_best": 1, "category_predicted": 1, "vote_top3": 3, "vote_top5": 5,
+             "oracle": "-"}
     for name, b in result["baselines"].items():
         acc = "-" if b.get("accuracy") is None else f"{100 * b['accuracy']:.2f}"
-        rows.append((f"[baseline] {name}", str(sizes.get(name, "")), acc,
+        rows.append((f"[baseline] {name}", str(sizes.get(name, "")), acc, str(b.get("calls_per_question", "-")),
                      str(b.get("mean_active_params_b", "-"))))
     for name, r in result["routers"].items():
         for k in result["ks"]:
-            s = r[f"k{k}"]
-            rows.append((name, str(k), f"{100 * s['accuracy']:.2f}", str(s["mean_active_params_b"])))
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+            s = r.get(f"k{k_label(k)}")
+            if s:
+                rows.append((name, k_label(k), f"{100 * s['accuracy']:.2f}", str(s["calls_per_question"]),
+                             str(s["mean_active_params_b"])))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
     lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
              for r in rows]
     lines.insert(1, "-" * len(lines[0]))

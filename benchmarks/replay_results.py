@@ -15,6 +15,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from router.correct import AUTO
+from router.evaluation import decision_answers
 from router.replay_data import NO_RECORD, ReplaySet
 from router.vote import LETTERS, vote
 
@@ -38,7 +40,7 @@ class ReplayRecorder:
 
     def __call__(self, name: str, k: int, cols: np.ndarray, decisions: list | None) -> None:
         baseline = decisions is None
-        cell = f"baseline-{name}" if baseline else f"{name}-k{k}"
+        cell = f"baseline-{name}" if baseline else f"{name}-k{'auto' if k == AUTO else k}"
         router = BASELINE_ROUTERS.get(name, f"baseline:{name}") if baseline else name
         records = [self._record(i, cols[i], None if baseline else decisions[i], router)
                    for i in range(len(self.test))]
@@ -47,8 +49,12 @@ class ReplayRecorder:
 
     def _record(self, i: int, cols: np.ndarray, decision, router: str) -> dict:
         t = self.test
-        answers = t.answers[i, cols]
-        final, gold = _letter(int(vote(answers))), LETTERS[int(t.gold[i])]
+        if decision is not None:             # the decision's own vote (weights, adaptive k)
+            answer, called = decision_answers(decision, t.experts, t.answers[i])
+            cols = np.array(called)
+        else:
+            answer = int(vote(t.answers[i, cols]))
+        final, gold = _letter(answer), LETTERS[int(t.gold[i])]
         experts = list(dict.fromkeys(t.experts[c] for c in cols))
         candidates = [{"expert": t.experts[c], "answer": _letter(int(t.answers[i, c])), "text": None,
                        "tokens": None, "latency_s": None,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from .base import Choice, Decision, Router, RouteRequest
 from .coe import CategoryRouter
+from .correct import CorrectnessRouter
 from .knn import KnnRouter
 from .skills import SkillsRouter
 from .tags import TagsRouter
@@ -17,7 +18,8 @@ ROUTERS = {
     "skills": SkillsRouter.from_state,
     "coe": CategoryRouter.from_state,
     "knn": KnnRouter.from_state,
+    "correct": CorrectnessRouter.from_state,
 }
 
 __all__ = ["ROUTERS", "Choice", "Decision", "Router", "RouteRequest", "TagsRouter",
-           "SkillsRouter", "CategoryRouter", "KnnRouter"]
+           "SkillsRouter", "CategoryRouter", "KnnRouter", "CorrectnessRouter"]

@@ -33,22 +33,30 @@ class Decision:
     k: int
     router: str
     reason: str                                 # one line a person can read
+    stopping: Mapping[str, Any] | None = None   # k = "auto": the rule that ends the calls (router.adaptive)
+    weights: tuple[float, ...] | None = None    # vote weights of the choices, best first (None: majority)
 
     @property
     def experts(self) -> list[str]:
         return [c.expert for c in self.choices[: self.k]]
 
     def to_dict(self) -> dict:
-        return {"router": self.router, "k": self.k, "experts": self.experts, "reason": self.reason,
-                "scores": [{"expert": c.expert, "score": round(c.score, 4), **dict(c.why)}
-                           for c in self.choices[: max(self.k, 5)]]}
+        out = {"router": self.router, "k": self.k, "experts": self.experts, "reason": self.reason,
+               "scores": [{"expert": c.expert, "score": round(c.score, 4), **dict(c.why)}
+                          for c in self.choices[: max(self.k, 5)]]}
+        if self.stopping is not None:
+            out["stopping"] = dict(self.stopping)
+        if self.weights is not None:
+            out["vote_weights"] = [round(w, 4) for w in self.weights[: max(self.k, 5)]]
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Decision":
         """The inverse of ``to_dict`` (as far as it goes: rounded scores, the first max(k, 5) choices)."""
         choices = tuple(Choice(s["expert"], s["score"], {k: v for k, v in s.items() if k not in ("expert", "score")})
                         for s in data["scores"])
-        return cls(choices, data["k"], data["router"], data["reason"])
+        weights = tuple(data["vote_weights"]) if data.get("vote_weights") is not None else None
+        return cls(choices, data["k"], data["router"], data["reason"], data.get("stopping"), weights)
 
 
 class Router(Protocol):

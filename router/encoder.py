@@ -23,7 +23,9 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
-from experts_registry.errors import ConfigError, InvalidRequest
+from experts_registry.errors import ConfigError
+
+from .vectors import check_texts, normalise
 
 _WORD = re.compile(r"[a-z0-9]+")
 
@@ -35,22 +37,6 @@ class Encoder(Protocol):
     def encode(self, texts: Sequence[str]) -> np.ndarray: ...
 
 
-def normalise(vectors: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length (zero rows stay zero), as float32."""
-    v = np.asarray(vectors, dtype=np.float32)
-    norms = np.linalg.norm(v, axis=-1, keepdims=True)
-    return v / np.where(norms == 0, 1.0, norms)
-
-
-def _check_texts(texts: Sequence[str]) -> list[str]:
-    if isinstance(texts, str):
-        raise InvalidRequest("encode() takes a list of texts, not one string")
-    out = list(texts)
-    if any(not isinstance(t, str) or not t.strip() for t in out):
-        raise InvalidRequest("cannot embed an empty prompt: send some text to route")
-    return out
-
-
 class HashingEncoder:
     """Deterministic bag-of-words hashing encoder (tests, no model needed)."""
 
@@ -59,7 +45,7 @@ class HashingEncoder:
         self.name = f"hashing-{dim}"
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
-        texts = _check_texts(texts)
+        texts = check_texts(texts)
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         for row, text in enumerate(texts):
             for word in _WORD.findall(text.lower()):
@@ -121,7 +107,7 @@ class MiniLMEncoder:
         return self._model
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
-        texts = _check_texts(texts)
+        texts = check_texts(texts)
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         vectors = self._load().encode(texts, batch_size=self.batch_size, convert_to_numpy=True,
@@ -211,12 +197,19 @@ def corpus_id(keys) -> str:
     return hashlib.sha256("".join(keys).encode()).hexdigest()[:16]
 
 
-ENCODERS = {"all-minilm-l6-v2": MiniLMEncoder, "minilm": MiniLMEncoder}
+def _static(**options):
+    from .static_encoder import StaticEncoder
+
+    return StaticEncoder(**options)
+
+
+ENCODERS = {"all-minilm-l6-v2": MiniLMEncoder, "minilm": MiniLMEncoder,
+            "static-minilm-256": _static, "static": _static}
 
 
 def get_encoder(name: str, **options) -> Encoder:
-    """An encoder by name: 'all-minilm-l6-v2' (alias 'minilm', '@128' truncates to 128
-    word pieces) or 'hashing-<dim>' (tests)."""
+    """An encoder by name: 'static-minilm-256' (alias 'static': distilled from MiniLM, sub-millisecond),
+    'all-minilm-l6-v2' (alias 'minilm', '@128' truncates to 128 word pieces) or 'hashing-<dim>' (tests)."""
     if name.startswith("hashing-") and name[8:].isdigit():
         return HashingEncoder(int(name[8:]))
     base, _, seq = name.partition("@")

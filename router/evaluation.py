@@ -13,8 +13,9 @@ import numpy as np
 
 from experts_registry.model import Expert
 
+from .adaptive import Stopping, cascade, weighted_vote
 from .base import Decision, Router, RouteRequest
-from .vote import vote_correct
+from .vote import vote, vote_correct
 
 
 def replay_experts(names: Sequence[str], active_params: Mapping[str, float | None] | None = None) -> list[Expert]:
@@ -53,11 +54,46 @@ def score_columns(cols: np.ndarray, answers: np.ndarray, gold: np.ndarray,
     right = vote_correct(picked, gold)
     params = np.array([active_params.get(e) or 0.0 for e in experts], dtype=np.float64)
     distinct = [len(set(r)) for r in cols.tolist()]
-    return {"accuracy": round(float(right.mean()), 4),
-            "mean_active_params_b": round(float(np.mean([params[list(set(r))].sum() for r in cols.tolist()])), 2),
+    mean_params = round(float(np.mean([params[list(set(r))].sum() for r in cols.tolist()])), 2)
+    return {"accuracy": round(float(right.mean()), 4), "mean_active_params_b": mean_params,
+            "active_params_per_question": mean_params,
             "calls_per_question": round(float(np.mean(distinct)), 2), "n": int(len(cols))}
+
+
+def decision_answers(decision: Decision, experts: Sequence[str], answers: np.ndarray) -> tuple[int, list[int]]:
+    """(final answer, experts called as columns) of one decision on one question's recorded answers:
+    majority vote with rank ties, the decision's vote weights when it has them, and the adaptive
+    cascade when it carries a stopping rule."""
+    col = {e: j for j, e in enumerate(experts)}
+    names = [c.expert for c in decision.choices if c.expert in col]
+    cols = [col[n] for n in names[: decision.k]] or [col[names[0]]]
+    row = answers[cols][None]
+    if decision.stopping is not None:
+        w = np.array(decision.weights[: len(cols)])[None]
+        final, calls = cascade(row, w, Stopping(**decision.stopping))
+        return int(final[0]), cols[: int(calls[0])]
+    if decision.weights is not None:
+        return int(weighted_vote(row, np.array(decision.weights[: len(cols)])[None])[0][0]), cols
+    return int(vote(row)[0]), cols
 
 
 def score_decisions(decisions: Sequence[Decision], experts: Sequence[str], answers: np.ndarray,
                     gold: np.ndarray, k: int, active_params: Mapping[str, float | None]) -> dict:
-    return score_columns(chosen_columns(decisions, experts, k), answers, gold, experts, active_params)
+    """Accuracy, calls and active parameters per question of routing decisions (any vote, any k)."""
+    right, calls, params = per_question(decisions, experts, answers, gold, active_params)
+    return {"accuracy": round(float(right.mean()), 4), "mean_active_params_b": round(float(params.mean()), 2),
+            "active_params_per_question": round(float(params.mean()), 2),
+            "calls_per_question": round(float(calls.mean()), 2), "n": int(len(right))}
+
+
+def per_question(decisions: Sequence[Decision], experts: Sequence[str], answers: np.ndarray, gold: np.ndarray,
+                 active_params: Mapping[str, float | None]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(right (n,), calls (n,), active parameters called (n,)) per question."""
+    size = np.array([active_params.get(e) or 0.0 for e in experts], dtype=np.float64)
+    right, calls, params = [], [], []
+    for i, d in enumerate(decisions):
+        final, cols = decision_answers(d, experts, answers[i])
+        right.append(final == gold[i] and final >= 0)
+        calls.append(len(set(cols)))
+        params.append(size[list(set(cols))].sum())
+    return np.array(right, dtype=np.float32), np.array(calls, dtype=np.float64), np.array(params)

@@ -26,7 +26,7 @@ from .fit import fit_coe, fit_knn, fit_skills
 from .outcomes import Outcomes
 from .profiles import Profile, build_profile
 
-TRAINABLE = ("skills", "coe", "knn")
+TRAINABLE = ("skills", "coe", "knn", "correct")
 
 
 def _fit(name: str, outcomes: Outcomes, encoder: Encoder | None, options: Mapping):
@@ -37,6 +37,10 @@ def _fit(name: str, outcomes: Outcomes, encoder: Encoder | None, options: Mappin
         return fit_coe(outcomes, encoder=enc, **options)
     if name == "knn":
         return fit_knn(outcomes, encoder=enc, **options)
+    if name == "correct":
+        from .correct_fit import fit_correct
+
+        return fit_correct(outcomes, encoder=enc, **options)
     raise InvalidRequest(f"router {name!r} cannot be trained: choose one of {', '.join(TRAINABLE)}",
                          param="router")
 

@@ -123,3 +123,41 @@ def test_profile_build_replay_and_router_train_from_the_cli(isolated_env):
     assert out.exit_code == 0, out.output
     assert "trained coe on 8400 questions x 17 experts" in out.output
     assert (isolated_env / "routers" / "coe" / "meta.json").is_file()
+
+
+def train_correct(home):
+    """The correctness router on outcomes where 'mathy' is right on maths and 'echo' on the rest."""
+    texts = MATH * 5 + TALK * 5
+    is_math = np.array([t in MATH for t in texts])
+    correct = np.stack([~is_math, is_math], axis=1).astype(np.float32)   # columns: echo, mathy
+    answers = np.where(correct == 1, 0, np.array([[1, 2]])).astype(np.int16)
+    enc = HashingEncoder(64)
+    outcomes = Outcomes(experts=("echo", "mathy"), correct=correct, texts=tuple(texts),
+                        labels={"category": ["math" if m else "talk" for m in is_math]},
+                        embeddings=enc.encode(texts), active_params={"echo": 1.0, "mathy": 2.0},
+                        question_ids=tuple(range(len(texts))), answers=answers,
+                        gold=np.zeros(len(texts), dtype=np.int16))
+    train_router("correct", outcomes, router_dir_of(home) / "correct", encoder=enc)
+
+
+def test_trained_correct_router_is_the_default_and_k_auto_reports_its_calls(fake_gateway, client_for):
+    client = client_for(fake_gateway)
+    assert ask(client, "integrate x squared").headers["x-conclave-router"] == "tags"   # nothing trained yet
+    train_correct(fake_gateway.settings.home)
+    client = client_for(fake_gateway)
+    r = ask(client, "integrate x squared")
+    assert r.status_code == 200, r.text
+    assert r.headers["x-conclave-router"] == "correct" and r.headers["x-conclave-expert"] == "mathy"
+    assert r.json()["conclave"]["route"]["scores"][0]["p_correct"] > 0.5
+    r = ask(client, "integrate x squared", k="auto")
+    assert r.status_code == 200, r.text
+    agg = r.json()["conclave"]["aggregation"]
+    assert r.headers["x-conclave-aggregator"] == "weighted-vote"
+    assert agg["calls"] == int(r.headers["x-conclave-calls"]) and 1 <= agg["calls"] <= 2
+    assert r.json()["conclave"]["route"]["stopping"]["max_calls"] >= agg["calls"]
+
+
+def test_k_auto_needs_a_router_that_predicts_correctness(knn_client):
+    r = ask(knn_client, "integrate x squared", k="auto")
+    assert r.status_code == 400 and "needs a router that predicts correctness" in r.json()["error"]["message"]
+    assert ask(knn_client, "integrate x squared", k="many").status_code in (400, 422)

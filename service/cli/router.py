@@ -35,6 +35,16 @@ def _replay_files(questions, predictions, models_json):
             models_json or DEFAULTS["models"])
 
 
+def _k(value) -> int:
+    from experts_registry.errors import InvalidRequest
+    from router.correct import parse_k
+
+    try:
+        return parse_k(value)
+    except InvalidRequest as exc:
+        raise click.BadParameter(exc.message) from None
+
+
 def _encoder(name: str):
     from router.encoder import get_encoder
 
@@ -44,7 +54,8 @@ def _encoder(name: str):
 @click.command("route")
 @click.argument("question")
 @click.option("--router", "router_name", default=None, help="Router name (default: CONCLAVE_ROUTER).")
-@click.option("--k", default=1, show_default=True, type=click.IntRange(1, 16))
+@click.option("--k", default="1", show_default=True, callback=lambda c, p, v: _k(v),
+              help="Experts to call, or 'auto' (the correct router: until the weighted vote is clear).")
 @click.option("--keywords-from", "keyword_expert", default=None,
               help="skills router: extract the question's skills with this expert (Symbolic-MoE's LLM "
                    "keyword step; the only expert calls this command makes).")
@@ -58,6 +69,7 @@ def route(ctx: Context, question, router_name, k, keyword_expert, samples, as_js
     \b
     Examples:
       conclave route "What is the derivative of x^2?" --router knn --k 3
+      conclave route "What is the derivative of x^2?" --router correct --k auto
       conclave route "What is the derivative of x^2?" --router skills --keywords-from smollm2
     """
     from ..pipeline.routing import RouterHost
@@ -71,7 +83,7 @@ def route(ctx: Context, question, router_name, k, keyword_expert, samples, as_js
         return
     click.echo(f"{decision.router}: {', '.join(decision.experts)}")
     click.echo(f"why: {decision.reason}")
-    for choice in decision.choices[: max(k, 5)]:
+    for choice in decision.choices[: max(decision.k, 5)]:
         click.echo(f"  {choice.expert:28} {choice.score:8.4f}  {json.dumps(dict(choice.why))[:120]}")
 
 
@@ -96,13 +108,14 @@ def router_group():
 
     \b
     Examples:
-      conclave router train knn                 # on the shipped MMLU-Pro recorded answers
+      conclave router train correct             # on the shipped MMLU-Pro recorded answers
+      conclave router train knn --encoder all-minilm-l6-v2
       conclave router train coe --live          # on the outcomes of 'conclave profile build'
     """
 
 
 @router_group.command("train")
-@click.argument("name", type=click.Choice(["skills", "coe", "knn"]))
+@click.argument("name", type=click.Choice(["skills", "coe", "knn", "correct"]))
 @click.option("--live", is_flag=True, help="Fit on the outcomes recorded by 'conclave profile build'.")
 @replay_options
 @click.option("--encoder", default="all-minilm-l6-v2", show_default=True)
@@ -113,8 +126,12 @@ def train(ctx: Context, name, live, questions, predictions, models_json, pool, e
     """Fit a router on recorded outcomes and save it with its validation scores.
 
     \b
+    The gateway uses a trained 'correct' router by default (CONCLAVE_ROUTER unset); name
+    another with CONCLAVE_ROUTER.
+
+    
     Example:
-      conclave router train knn --pool small-17
+      conclave router train correct --pool small-17
       CONCLAVE_ROUTER=knn conclave serve
     """
     from router.training import replay_outcomes, train_router

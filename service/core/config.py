@@ -29,7 +29,7 @@ class Settings:
     max_tokens_cap: int = 2048
     default_max_tokens: int = 256
     expert_timeout: float = 120.0
-    router: str = "tags"
+    router: str | None = None           # None: 'correct' once trained, else 'tags' (RouterHost.default_name)
     generalist: str | None = "smollm2"
     max_loaded_models: int = 2
     moe_k: int = 3
@@ -111,7 +111,7 @@ def load_settings(env: dict | None = None) -> Settings:
         max_tokens_cap=_number(env, "CONCLAVE_MAX_TOKENS_CAP", 2048),
         default_max_tokens=_number(env, "CONCLAVE_DEFAULT_MAX_TOKENS", 256),
         expert_timeout=_number(env, "CONCLAVE_EXPERT_TIMEOUT", 120.0, float, 0.001),
-        router=env.get("CONCLAVE_ROUTER", "tags"),
+        router=env.get("CONCLAVE_ROUTER") or None,
         generalist=env.get("CONCLAVE_GENERALIST", "smollm2") or None,
         max_loaded_models=_number(env, "CONCLAVE_MAX_LOADED_MODELS", 2),
         moe_k=_number(env, "CONCLAVE_MOE_K", 3),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -36,7 +36,7 @@ class ConclaveOptions(BaseModel):
     """The ``conclave`` object a client may send through ``extra_body``."""
     model_config = ConfigDict(extra="forbid")
     router: str | None = None
-    k: int | None = Field(default=None, ge=1, le=16)
+    k: Annotated[int, Field(ge=1, le=16)] | Literal["auto"] | None = None  # "auto": adaptive (correct router)
     aggregator: str | None = None
     return_candidates: bool = False
 

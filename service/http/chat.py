@@ -94,4 +94,5 @@ def _headers(routed) -> dict:
     if routed.aggregation is not None:
         headers["x-conclave-aggregator"] = routed.aggregation.aggregator
         headers["x-conclave-candidates"] = ",".join(c.expert for c in routed.aggregation.candidates)
+        headers["x-conclave-calls"] = str(len(routed.aggregation.candidates))
     return headers

@@ -15,6 +15,8 @@ from experts_registry.errors import (ConfigError, ExpertNotFound, ExpertTimeout,
                                      PermissionDenied, ShuttingDown, UpstreamError, ValidationFailed)
 from experts_registry.model import Expert
 from router import Decision
+from router.adaptive import Stopping
+from router.correct import AUTO
 
 from ..backends import BackendPool, Delta, GenParams, Generation, collect
 from ..core.config import VIRTUAL_AUTO, VIRTUAL_MOE, Settings
@@ -22,6 +24,7 @@ from ..core.idempotency import Ticket
 from ..core.metrics import Metrics
 from ..core.protocol import ChatRequest
 from . import fanout
+from .adaptive import ask_until_clear, weighted_plan
 from .aggregator_profile import best_aggregator, load_aggregator_profile
 from .keywords import extract_keywords
 from .reliability import Breakers, backoff_delay
@@ -82,8 +85,13 @@ class Gateway:
         if not candidates:
             raise PermissionDenied("none of the experts this API key may use is registered", param="model")
         k = opts.k if opts and opts.k else (self.settings.moe_k if req.model == VIRTUAL_MOE else 1)
-        name = (opts.router if opts else None) or self.settings.router
+        k = AUTO if k == "auto" else k
+        name = (opts.router if opts else None) or self.routers.default_name()
         decision = await self.routers.route(name, text, candidates, k, await self._keywords(name, text))
+        if k == AUTO and decision.stopping is None:
+            raise InvalidRequest(f"k \"auto\" needs a router that predicts correctness: the {decision.router!r} "
+                                 "router cannot; use \"router\": \"correct\" (train it with 'conclave router "
+                                 "train correct') or a number", param="conclave.k")
         by_name = {e.name: e for e in candidates}
         chosen = decision.experts[0]
         if chosen not in by_name:
@@ -123,7 +131,7 @@ class Gateway:
         routed = await self.resolve(req, allowed)
         params = self.params(req)
         messages = [{"role": m.role, "content": m.text()} for m in req.messages]
-        if routed.decision is not None and routed.decision.k > 1:
+        if routed.decision is not None and (routed.decision.k > 1 or routed.decision.stopping is not None):
             return await self._aggregate(req, routed, messages, params)
         ticket = ticket if queue is not None else None
         if routed.decision is None:
@@ -221,6 +229,8 @@ class Gateway:
         decision = routed.decision
         by_name = {e.name: e for e in self.store.list()}
         experts = [(by_name[c.expert], c.score) for c in decision.choices[: decision.k] if c.expert in by_name]
+        if decision.stopping is not None:
+            return await self._adaptive(routed, experts, messages, params)
         candidates, usage = await fanout.ask_all(self.call, experts, messages, params)
         plan = agg.plan(req.prompt_text(), candidates)
         result = fanout.Aggregation(name, candidates, plan.detail, usage)
@@ -232,6 +242,16 @@ class Gateway:
         result.aggregated_by = judge
         routed.expert = by_name[judge]
         return routed, fanout.plus_usage(self.call(by_name[judge], plan.messages, params), usage)
+
+    async def _adaptive(self, routed: Routed, experts, messages, params) -> tuple[Routed, AsyncIterator[Delta]]:
+        """k = "auto": experts in order until the weighted vote is clear (service/pipeline/adaptive.py)."""
+        decision = routed.decision
+        rule, weights = Stopping(**decision.stopping), list(decision.weights or [1.0] * len(experts))
+        candidates, usage = await ask_until_clear(self.call, experts, weights, rule, messages, params)
+        plan = weighted_plan(candidates, weights, rule)
+        routed.aggregation = fanout.Aggregation("weighted-vote", candidates, plan.detail, usage)
+        routed.expert = routed.pool[plan.winner] if plan.winner in routed.pool else routed.expert
+        return routed, fanout.final_text(plan, usage)
 
     def _default_aggregator(self, req: ChatRequest) -> str:
         return self.settings.moe_aggregator if req.model == VIRTUAL_MOE else "first"

@@ -16,7 +16,8 @@ from router import ROUTERS, Decision, RouteRequest
 
 from ..core.config import Settings
 
-TRAINED = ("skills", "coe", "knn")
+TRAINED = ("skills", "coe", "knn", "correct")
+DEFAULT_TRAINED, DEFAULT_UNTRAINED = "correct", "tags"
 
 
 def router_dir(settings: Settings) -> Path:
@@ -29,9 +30,17 @@ class RouterHost:
         self._routers: dict[str, object] = {}
         self._encoders: dict[str, object] = {}
 
+    def default_name(self) -> str:
+        """CONCLAVE_ROUTER, else the correctness router once trained ('conclave router train correct'),
+        else 'tags'."""
+        if self.settings.router:
+            return self.settings.router
+        trained = (router_dir(self.settings) / DEFAULT_TRAINED / "meta.json").is_file()
+        return DEFAULT_TRAINED if trained else DEFAULT_UNTRAINED
+
     def get(self, name: str | None = None):
-        """The router by name (default: CONCLAVE_ROUTER), loading its trained state on first use."""
-        name = name or self.settings.router
+        """The router by name (default: :meth:`default_name`), loading its trained state on first use."""
+        name = name or self.default_name()
         if name not in ROUTERS:
             raise InvalidRequest(f"unknown router {name!r}; available: {', '.join(sorted(ROUTERS))}", param="router")
         if name not in self._routers:

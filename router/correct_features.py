@@ -1,0 +1,60 @@
+"""Features of the correctness router: what the recorded neighbours of a question say about each expert.
+
+For a question q and an expert m, over q's nearest recorded questions (cosine on the embedding):
+
+    nb_K[m]   = (sum_i w_i c_im + alpha * g_m) / (sum_i w_i + alpha)   for K in (10, 30, 100)
+                w_i = exp((sim_i - max sim) / tau), c_im = 1 if m answered i right; g_m = m's accuracy
+    cat[m]    = sum_c p(c | q) acc[c, m]       (a linear category classifier on the embedding)
+    diff      = mean over experts of nb_30     (how hard the neighbourhood is for everyone)
+
+Each enters as a logit, plus the expert's one-hot (its own bias).  Training rows use their
+neighbours among the *other* training questions and a category classifier that never saw them
+(out of fold), so the features a model is fitted on look like those it meets on new questions.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+KS = (10, 30, 100)
+TAU = 0.05
+ALPHA = 2.0
+EPS = 0.02
+
+
+def logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, EPS, 1 - EPS)
+    return np.log(p / (1 - p))
+
+
+def neighbour_accuracy(sims: np.ndarray, outcomes: np.ndarray, prior: np.ndarray,
+                       ks=KS, tau: float = TAU, alpha: float = ALPHA) -> np.ndarray:
+    """sims (..., K), outcomes (..., K, m) with NaN = no record, prior (m,) -> (..., len(ks), m)."""
+    w = np.exp((sims - sims[..., :1]) / tau)
+    valid = ~np.isnan(outcomes)
+    wc = w[..., None] * np.where(valid, outcomes, 0.0)
+    wv = w[..., None] * valid
+    out = []
+    for k in ks:
+        num = wc[..., :k, :].sum(axis=-2) + alpha * prior
+        den = wv[..., :k, :].sum(axis=-2) + alpha
+        out.append(num / den)
+    return np.stack(out, axis=-2)
+
+
+def question_features(nb: np.ndarray, cat: np.ndarray, emb: np.ndarray) -> np.ndarray:
+    """nb (n, len(KS), m), cat (n, m), emb (n, m) logits -> features (n, m, F): logits of nb_K and
+    cat, the embedding classifier's logit, difficulty, and the expert's one-hot."""
+    n, _, m = nb.shape
+    diff = nb[:, 1, :].mean(axis=1)                                     # nb_30 over experts
+    parts = [logit(nb).transpose(0, 2, 1),                              # (n, m, len(KS))
+             logit(cat)[..., None],
+             np.asarray(emb, dtype=np.float32)[..., None],
+             np.broadcast_to(logit(diff)[:, None, None], (n, m, 1)),
+             np.broadcast_to(np.eye(m, dtype=np.float32), (n, m, m))]
+    return np.concatenate(parts, axis=2).astype(np.float32)
+
+
+def probabilities(features: np.ndarray, weights: np.ndarray, bias: float) -> np.ndarray:
+    """Logistic model: (..., F) -> P(right) (...)."""
+    return 1.0 / (1.0 + np.exp(-(features @ weights + bias)))
