@@ -8,6 +8,7 @@ from __future__ import annotations
 from .base import Choice, Decision, Router, RouteRequest
 from .coe import CategoryRouter
 from .correct import CorrectnessRouter
+from .declared import DeclaredRouter
 from .knn import KnnRouter
 from .skills import SkillsRouter
 from .tags import TagsRouter
@@ -15,6 +16,7 @@ from .tags import TagsRouter
 # Fitted routers load their state: factory(state="DIR", **options); see router.training.
 ROUTERS = {
     "tags": TagsRouter,
+    "declared": DeclaredRouter,
     "skills": SkillsRouter.from_state,
     "coe": CategoryRouter.from_state,
     "knn": KnnRouter.from_state,
@@ -22,4 +24,4 @@ ROUTERS = {
 }
 
 __all__ = ["ROUTERS", "Choice", "Decision", "Router", "RouteRequest", "TagsRouter",
-           "SkillsRouter", "CategoryRouter", "KnnRouter", "CorrectnessRouter"]
+           "SkillsRouter", "CategoryRouter", "KnnRouter", "CorrectnessRouter", "DeclaredRouter"]

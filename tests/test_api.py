@@ -45,7 +45,7 @@ def test_routed_model_reports_decision(client):
     r = client.post(CHAT, json=body("conclave-auto", "solve this algebra problem"))
     assert r.status_code == 200
     assert r.headers["x-conclave-expert"] == "mathy"
-    assert r.headers["x-conclave-router"] == "tags"
+    assert r.headers["x-conclave-router"] == "declared"  # the default before any router is trained
     route = r.json()["conclave"]["route"]
     assert route["experts"] == ["mathy"] and "algebra" in route["reason"]
     r = client.post(CHAT, json=body("conclave-auto", "tell me a story"))

@@ -142,7 +142,7 @@ def train_correct(home):
 
 def test_trained_correct_router_is_the_default_and_k_auto_reports_its_calls(fake_gateway, client_for):
     client = client_for(fake_gateway)
-    assert ask(client, "integrate x squared").headers["x-conclave-router"] == "tags"   # nothing trained yet
+    assert ask(client, "integrate x squared").headers["x-conclave-router"] == "declared"   # nothing trained yet
     train_correct(fake_gateway.settings.home)
     client = client_for(fake_gateway)
     r = ask(client, "integrate x squared")

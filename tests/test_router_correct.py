@@ -170,3 +170,38 @@ def test_static_encoder_is_deterministic_and_semantic():
     assert a[0] @ a[1] > a[0] @ a[2]
     with pytest.raises(InvalidRequest):
         enc.encode([" "])
+
+
+@pytest.mark.real
+def test_declared_router_is_the_untrained_default_and_reads_skills_by_meaning(tmp_path):
+    """The newcomer's case: an expert declared with skill 'math' gets a proof, with no word in common."""
+    import asyncio
+
+    from experts_registry.bundled import bundled_experts
+    from experts_registry.model import Expert
+    from service.core.config import load_settings
+    from service.pipeline.routing import RouterHost
+
+    host = RouterHost(load_settings({"CONCLAVE_HOME": str(tmp_path)}))
+    experts = bundled_experts() + [Expert(name="remote1", backend="litellm", model="openai/x", skills=("math", "code"))]
+    d = asyncio.run(host.route(None, "Prove that the square root of 2 is irrational", experts, 1))
+    assert d.router == "declared" and d.experts == ["remote1"]
+    assert "declared 'math'" in d.reason and d.choices[0].why["cosine"] >= 0.3
+    d = asyncio.run(host.route(None, "What is the capital of France?", experts, 1))
+    assert d.experts == ["smollm2"] and "sent to smollm2" in d.reason      # the generalist
+    assert asyncio.run(host.route("tags", "Prove it", experts, 1)).router == "tags"   # still selectable
+
+
+def test_declared_router_without_vectors_falls_back_to_the_generalist():
+    from experts_registry.model import Expert
+    from router.declared import DeclaredRouter, expert_texts
+
+    a = Expert(name="a", backend="litellm", model="x/a", skills=("general", "law"), description="Lawyer.")
+    assert expert_texts(a) == ["law", "Lawyer."]
+    b = Expert(name="b", backend="litellm", model="x/b")
+    d = DeclaredRouter(generalist="b").route(RouteRequest("q", np.ones(4) / 2), [a, b], 1)
+    assert d.experts == ["b"] and "sent to b" in d.reason
+    vectors = {"a": np.array([[1.0, 0, 0, 0], [0, 1.0, 0, 0]])}
+    d = DeclaredRouter(generalist="b").route(RouteRequest("q", np.array([0.9, 0.1, 0, 0]),
+                                                          {"expert_vectors": vectors}), [a, b], 1)
+    assert d.experts == ["a"] and d.choices[0].why == {"closest": "law", "cosine": 0.9}

@@ -10,6 +10,8 @@ import asyncio
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
+
 from experts_registry.errors import InvalidRequest
 from experts_registry.model import Expert
 from router import ROUTERS, Decision, RouteRequest
@@ -17,7 +19,7 @@ from router import ROUTERS, Decision, RouteRequest
 from ..core.config import Settings
 
 TRAINED = ("skills", "coe", "knn", "correct")
-DEFAULT_TRAINED, DEFAULT_UNTRAINED = "correct", "tags"
+DEFAULT_TRAINED, DEFAULT_UNTRAINED = "correct", "declared"
 
 
 def router_dir(settings: Settings) -> Path:
@@ -32,7 +34,7 @@ class RouterHost:
 
     def default_name(self) -> str:
         """CONCLAVE_ROUTER, else the correctness router once trained ('conclave router train correct'),
-        else 'tags'."""
+        else 'declared' (declared skills and descriptions by embedding)."""
         if self.settings.router:
             return self.settings.router
         trained = (router_dir(self.settings) / DEFAULT_TRAINED / "meta.json").is_file()
@@ -58,6 +60,14 @@ class RouterHost:
             self._encoders[name] = CachedEncoder(get_encoder(name, **options))
         return self._encoders[name]
 
+    def expert_vectors(self, router, candidates: Sequence[Expert]) -> dict:
+        """Each candidate's declared skills and description, embedded (cached per text)."""
+        from router.declared import expert_texts
+
+        enc = self.encoder(router.encoder)
+        return {e.name: np.stack([enc.encode_one(t) for t in texts])
+                for e in candidates if (texts := expert_texts(e))}
+
     def embed(self, router, text: str):
         if not getattr(router, "needs_embedding", False):
             return None
@@ -70,6 +80,8 @@ class RouterHost:
         router = self.get(name)
         metadata = dict(metadata or {})
         embedding = await asyncio.to_thread(self.embed, router, text) if router.needs_embedding else None
+        if getattr(router, "needs_expert_vectors", False):
+            metadata["expert_vectors"] = await asyncio.to_thread(self.expert_vectors, router, candidates)
         if metadata.get("skills") and router.needs_embedding:
             enc = self.encoder(getattr(router, "encoder", None) or "all-minilm-l6-v2")
             metadata["skill_embeddings"] = await asyncio.to_thread(enc.encode, list(metadata["skills"]))
