@@ -7,13 +7,17 @@ never echoed in errors.
 
 from __future__ import annotations
 
+import logging
 import os
 
 from experts_registry.errors import ConclaveError, ExpertTimeout, UpstreamError
 from experts_registry.model import Expert
 
-from ..core.backend import Delta, GenParams, sampling, scrub, usage_dict
+from ..core.backend import Delta, GenParams, sampling, scrub, summary, usage_dict
+from .openai_backend import CLIENT_STATUSES, client_error
 from ..core.prompting import chat_messages, completion_prompt
+
+log = logging.getLogger("conclave.upstream")
 
 
 def _litellm():
@@ -67,11 +71,17 @@ class LiteLLMBackend:
             if isinstance(exc, litellm.Timeout):
                 raise ExpertTimeout(f"expert {expert.name!r} timed out", expert=expert.name) from None
             status = getattr(exc, "status_code", None)
+            log.warning("expert %s failed: %s: %s", expert.name, type(exc).__name__, scrub(str(exc), expert)[:4000])
+            short = summary(str(exc), expert)
+            if isinstance(exc, litellm.ContextWindowExceededError):
+                raise client_error(expert, 400, "context_length_exceeded", short) from None
+            if status in CLIENT_STATUSES:
+                raise client_error(expert, status, getattr(exc, "code", None), short) from None
             retryable = (isinstance(exc, (litellm.APIConnectionError, litellm.InternalServerError,
                                           litellm.ServiceUnavailableError, litellm.RateLimitError))
                          or (isinstance(status, int) and (status == 429 or status >= 500)))
             raise UpstreamError(f"expert {expert.name!r} failed: {type(exc).__name__}: "
-                                f"{scrub(str(exc), expert)}", expert=expert.name, retryable=retryable,
+                                f"{short}", expert=expert.name, retryable=retryable,
                                 retry_after=_retry_after(exc)) from None
 
     async def close(self) -> None:

@@ -13,14 +13,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 from functools import lru_cache
 
-from experts_registry.errors import ConclaveError, ExpertTimeout, UpstreamError
+from experts_registry.errors import (ConclaveError, ContextLengthExceeded, ExpertTimeout, InvalidRequest,
+                                     UpstreamError)
 from experts_registry.model import Expert
 
-from ..core.backend import Delta, GenParams, sampling, scrub, usage_dict
+from ..core.backend import Delta, GenParams, looks_like_context_overflow, sampling, scrub, summary, usage_dict
 from ..core.prompting import chat_messages, completion_prompt
+
+log = logging.getLogger("conclave.upstream")
+CLIENT_STATUSES = (400, 413, 422)   # an upstream's verdict on the request itself
 
 # litellm providers that speak the OpenAI wire format to whatever server api_base names
 LEAN_PROVIDERS = ("openai", "hosted_vllm", "custom_openai", "lm_studio", "llamafile")
@@ -116,16 +121,33 @@ def _url(url: str):
     return URL(url)
 
 
-async def _http_error(expert: Expert, resp) -> UpstreamError:
-    text = (await resp.read()).decode("utf-8", "replace")
+async def _http_error(expert: Expert, resp) -> ConclaveError:
+    """An upstream's HTTP error: the caller's own mistake (400, 413, 422: a 4xx here too, never counted
+    against the expert) or the expert's failure (502; 429 and 5xx retryable). The caller sees a short
+    summary; the server log keeps the whole body."""
+    raw = (await resp.read()).decode("utf-8", "replace")
+    text, code = raw, None
     try:
-        text = json.loads(text)["error"]["message"]
-    except (ValueError, KeyError, TypeError):
+        err = json.loads(raw)["error"]
+        text, code = err["message"], err.get("code")
+    except (ValueError, KeyError, TypeError, AttributeError):
         pass
+    log.warning("expert %s answered HTTP %s: %s", expert.name, resp.status, scrub(raw, expert)[:4000])
+    short = summary(str(text), expert)
+    if resp.status in CLIENT_STATUSES:
+        return client_error(expert, resp.status, code, short)
     retryable = resp.status == 429 or resp.status >= 500
-    return UpstreamError(f"expert {expert.name!r} failed: HTTP {resp.status}: {scrub(str(text), expert)}",
+    return UpstreamError(f"expert {expert.name!r} failed: HTTP {resp.status}: {short}",
                          expert=expert.name, retryable=retryable,
                          retry_after=_seconds(resp.headers.get("retry-after")) if retryable else None)
+
+
+def client_error(expert: Expert, status: int, code: object, short: str) -> ConclaveError:
+    """The upstream refused the request itself (not the gateway's key or the expert's health)."""
+    if looks_like_context_overflow(code, short):
+        return ContextLengthExceeded(f"expert {expert.name!r}: {short}", expert=expert.name)
+    return InvalidRequest(f"expert {expert.name!r} refused the request (HTTP {status}): {short}",
+                          code="upstream_rejected_request")
 
 
 def _seconds(value: str | None) -> float | None:

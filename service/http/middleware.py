@@ -14,6 +14,7 @@ from experts_registry.errors import AuthenticationError, ConclaveError, PayloadT
 from ..core.config import Settings
 from ..core.metrics import Metrics
 from .auth import Authenticator
+from .errors import error_headers
 
 OPEN_PATHS = {"/health", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}  # the API description is public
 KNOWN_ROUTES = {"/v1/chat/completions", "/v1/models", "/health", "/metrics"}
@@ -95,6 +96,7 @@ async def _send_error(send, exc: ConclaveError, metrics: Metrics) -> None:
     metrics.errors.labels(exc.type).inc()
     body = json.dumps(exc.to_body()).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    headers += [(k.lower().encode(), v.encode()) for k, v in error_headers(exc).items()]
     if isinstance(exc, AuthenticationError):
         headers.append((b"www-authenticate", b"Bearer"))
     await send({"type": "http.response.start", "status": exc.status, "headers": headers})

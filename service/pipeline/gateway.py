@@ -11,7 +11,8 @@ from typing import AsyncIterator
 
 from experts_registry import Store
 from experts_registry.store import CachedStore
-from experts_registry.errors import (ConfigError, ExpertNotFound, ExpertTimeout, InvalidRequest, ModelNotFound,
+from experts_registry.errors import (ConfigError, ExpertNotFound, ExpertTimeout, ExpertUnavailable, InvalidRequest,
+                                     ModelNotFound,
                                      PermissionDenied, ShuttingDown, UpstreamError, ValidationFailed)
 from experts_registry.model import Expert
 from router import Decision
@@ -181,7 +182,31 @@ class Gateway:
         """One expert's answer as a stream: under the deadline, counted in the metrics, behind its
         circuit breaker, retried (before the first token only) on retryable upstream errors."""
         breaker = self.breakers.get(expert.name)
-        breaker.check(expert.name, time.monotonic())
+        mine = await self._admitted(expert.name, breaker)
+        try:
+            async for delta in self._attempts(expert, messages, params, ticket, breaker):
+                yield delta
+        finally:
+            breaker.release(mine)   # a trial that ended without a verdict hands over to the next caller
+
+    async def _admitted(self, name: str, breaker):
+        """Wait (within the expert deadline) while another call is the half-open breaker's trial;
+        ExpertUnavailable with the time left when the breaker is open, or the trial outlasts the wait."""
+        end = time.monotonic() + self.settings.expert_timeout
+        while True:
+            mine, trial = breaker.check(name, time.monotonic())
+            if trial is None:
+                return mine
+            left = end - time.monotonic()
+            try:
+                async with asyncio.timeout(max(left, 0)):
+                    await trial.wait()
+            except TimeoutError:
+                raise ExpertUnavailable(f"expert {name!r} is recovering and its trial call is still running: "
+                                        f"retry in {self.settings.expert_timeout:.0f} s", expert=name,
+                                        retry_after=max(1.0, self.settings.expert_timeout)) from None
+
+    async def _attempts(self, expert: Expert, messages: list[dict], params: GenParams, ticket, breaker):
         for attempt in range(self.settings.retries + 1):
             chunks = self._stream(expert, messages, params, ticket)
             it = self._guarded(expert.name, chunks)

@@ -28,7 +28,8 @@ import time
 import uuid
 from dataclasses import asdict, dataclass
 
-from experts_registry.errors import ExpertUnavailable, RateLimited, ShuttingDown, UpstreamError
+from experts_registry.errors import (ContextLengthExceeded, ExpertUnavailable, RateLimited, ShuttingDown,
+                                     UpstreamError)
 from experts_registry.model import Expert
 
 from ..core.backend import Delta, GenParams
@@ -57,7 +58,7 @@ redis.call('EXPIRE', KEYS[1], ARGV[1])
 return false
 """
 FORGET = "if redis.call('HGET', KEYS[1], 'job') == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
-ERRORS = {"expert_unavailable": ExpertUnavailable}
+ERRORS = {"expert_unavailable": ExpertUnavailable, "context_length_exceeded": ContextLengthExceeded}
 POLL_S = 0.5   # longest blocking read: a client that leaves, or a shutdown, is noticed within it
 
 

@@ -1,0 +1,116 @@
+"""Issue 19: a client cannot take an expert offline, and errors say what they mean (gateway level,
+against a real misbehaving upstream in a subprocess, on both client paths)."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from experts_registry import open_store
+from experts_registry.model import Expert
+from service.backends import BackendPool
+from service.core.config import load_settings
+from service.core.protocol import ChatRequest
+from service.pipeline.gateway import Gateway
+
+from .servers import free_port
+
+pytestmark = pytest.mark.real
+CHAT = "/v1/chat/completions"
+
+
+@pytest.fixture(scope="module")
+def upstream():
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "tests.fake_upstream", str(port)])
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            httpx.get(base, timeout=1)
+            break
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    yield base
+    proc.kill()
+
+
+def gateway(upstream, tmp_path, lean=True, **changes) -> Gateway:
+    settings = load_settings().with_(expert_timeout=10.0, breaker_failures=2, breaker_cooldown=30.0,
+                                     lean_client=lean, **changes)
+    store = open_store(tmp_path / "hardening")
+    for name in ("ok", "ctx", "bad", "verbose", "slow"):
+        store.add(Expert(name=name, backend="litellm", model=f"openai/{name}", api_base=upstream + "/v1"))
+    return Gateway(settings, store, BackendPool(settings))
+
+
+def ask(client, model, **kw):
+    return client.post(CHAT, json={"model": model, "messages": [{"role": "user", "content": "hi"}], **kw})
+
+
+@pytest.mark.parametrize("lean", [True, False], ids=["lean", "litellm"])
+def test_an_upstream_context_overflow_is_a_400_that_never_trips_the_breaker(upstream, tmp_path, client_for, lean):
+    gw = gateway(upstream, tmp_path, lean)
+    client = client_for(gw)
+    for _ in range(3):   # CONCLAVE_BREAKER_FAILURES=2: a 502 here would have opened it
+        r = ask(client, "ctx")
+        assert r.status_code == 400, r.text
+        assert r.json()["error"]["code"] == "context_length_exceeded"
+        assert r.headers["x-should-retry"] == "false"
+    assert gw.breakers.get("ctx").failures == 0 and gw.breakers.open_experts() == []
+    r = ask(client, "bad")
+    assert r.status_code == 400 and r.json()["error"]["code"] == "upstream_rejected_request"
+    assert gw.breakers.get("bad").failures == 0
+
+
+@pytest.mark.parametrize("lean", [True, False], ids=["lean", "litellm"])
+def test_an_upstream_error_body_reaches_the_caller_only_as_a_short_summary(upstream, tmp_path, client_for, lean):
+    client = client_for(gateway(upstream, tmp_path, lean, retries=0))
+    r = ask(client, "verbose")
+    assert r.status_code == 502
+    message = r.json()["error"]["message"]
+    assert len(message) < 300 and "\n" not in message
+    assert "sk-upstream-secret" not in r.text
+
+
+def test_half_open_breaker_lets_the_others_wait_for_the_trial_call(upstream, tmp_path):
+    gw = gateway(upstream, tmp_path)
+    breaker = gw.breakers.get("slow")
+    breaker.failures, breaker.opened_at = 2, time.monotonic() - 60   # cooled down: the next call is the trial
+    req = ChatRequest(model="slow", messages=[{"role": "user", "content": "hi"}])
+
+    async def main():
+        return await asyncio.gather(*(gw.complete(req) for _ in range(6)), return_exceptions=True)
+
+    results = asyncio.run(main())
+    assert [type(r).__name__ for r in results] == ["tuple"] * 6   # 6 answers: none refused
+    assert breaker.opened_at is None and not breaker.trial
+
+
+def test_an_open_breaker_says_honestly_when_to_retry(upstream, tmp_path, client_for):
+    gw = gateway(upstream, tmp_path)
+    client = client_for(gw)
+    breaker = gw.breakers.get("ok")
+    breaker.failures, breaker.opened_at = 2, time.monotonic()
+    r = ask(client, "ok")
+    assert r.status_code == 503 and 25 <= int(r.headers["Retry-After"]) <= 30
+    assert "retry in 0 s" not in r.json()["error"]["message"] and "retry in" in r.json()["error"]["message"]
+
+
+def test_a_trial_call_that_ends_without_a_verdict_hands_over(upstream, tmp_path):
+    """The trial's own request was at fault (a 400): the breaker stays half-open for the next caller."""
+    gw = gateway(upstream, tmp_path)
+    breaker = gw.breakers.get("ctx")
+    breaker.failures, breaker.opened_at = 2, time.monotonic() - 60
+    req = ChatRequest(model="ctx", messages=[{"role": "user", "content": "hi"}])
+
+    async def main():
+        return await asyncio.gather(*(gw.complete(req) for _ in range(3)), return_exceptions=True)
+
+    results = asyncio.run(main())
+    assert [getattr(r, "code", None) for r in results] == ["context_length_exceeded"] * 3
+    assert not breaker.trial
