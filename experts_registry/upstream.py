@@ -10,7 +10,7 @@ import ipaddress
 import socket
 from urllib.parse import urlsplit
 
-from .errors import ValidationFailed
+from .errors import PermissionDenied, ValidationFailed
 
 METADATA_HOSTS = {"metadata", "metadata.google.internal", "metadata.azure.internal", "instance-data",
                   "instance-data.ec2.internal"}
@@ -49,3 +49,20 @@ def check_upstream(url: str | None, allow_unsafe: bool = False) -> None:
     if host in METADATA_HOSTS or any(_unsafe_ip(ip) for ip in _resolve(host)):
         raise ValidationFailed(f"api_base {host!r} is a link-local or cloud-metadata address" + hint,
                                param="api_base")
+
+
+def check_secret_ref(name: str | None, allowed: frozenset[str] | set[str]) -> None:
+    """Over HTTP an expert may name only an environment variable the operator listed in
+    CONCLAVE_EXPERT_SECRETS, never a CONCLAVE_* one (the gateway would send its value to the expert's
+    api_base). The local CLI, run by the operator, does not call this."""
+    if not name:
+        return
+    how = ("register the expert with the local CLI ('conclave experts add ... --api-key-env NAME') or ask the "
+           "operator to add the variable to CONCLAVE_EXPERT_SECRETS (a comma-separated list) on the gateway")
+    if name.upper().startswith("CONCLAVE_"):
+        raise PermissionDenied(f"api_key_env {name!r}: the gateway's own CONCLAVE_* settings are never sent to an "
+                               "expert registered over HTTP: " + how, param="api_key_env", code="secret_not_allowed")
+    if name not in allowed:
+        listed = f"it allows {', '.join(sorted(allowed))}" if allowed else "it is empty, so none is"
+        raise PermissionDenied(f"api_key_env {name!r} is not in CONCLAVE_EXPERT_SECRETS ({listed}): " + how,
+                               param="api_key_env", code="secret_not_allowed")

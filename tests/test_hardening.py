@@ -114,3 +114,41 @@ def test_a_trial_call_that_ends_without_a_verdict_hands_over(upstream, tmp_path)
     results = asyncio.run(main())
     assert [getattr(r, "code", None) for r in results] == ["context_length_exceeded"] * 3
     assert not breaker.trial
+
+
+SECRET_ADMIN = "adm-secret-19"
+
+
+def register(client, **fields):
+    record = {"name": "mine", "backend": "litellm", "model": "openai/x", "api_base": "http://127.0.0.1:9/v1",
+              **fields}
+    return client.post("/admin/experts", json=record, headers={"Authorization": f"Bearer {SECRET_ADMIN}"})
+
+
+@pytest.mark.parametrize("allowed", ["", "OPENAI_API_KEY,CONCLAVE_ADMIN_KEYS"], ids=["none", "listed"])
+def test_over_http_an_expert_may_name_no_conclave_variable(fake_gateway, client_for, monkeypatch, allowed):
+    monkeypatch.setenv("CONCLAVE_ADMIN_KEYS", SECRET_ADMIN)
+    client = client_for(fake_gateway, admin_keys=frozenset({SECRET_ADMIN}),
+                        expert_secrets=frozenset(filter(None, allowed.split(","))))
+    r = register(client, api_key_env="CONCLAVE_ADMIN_KEYS")
+    assert r.status_code == 403 and r.json()["error"]["code"] == "secret_not_allowed"
+    assert "CONCLAVE_EXPERT_SECRETS" in r.json()["error"]["message"] and SECRET_ADMIN not in r.text
+
+
+def test_over_http_only_the_operators_allowlist_may_be_named(fake_gateway, client_for):
+    client = client_for(fake_gateway, admin_keys=frozenset({SECRET_ADMIN}), expert_secrets=frozenset())
+    r = register(client, api_key_env="OPENAI_API_KEY")
+    assert r.status_code == 403 and "it is empty" in r.json()["error"]["message"]
+    assert register(client).status_code == 201   # no variable at all is fine
+    client = client_for(fake_gateway, admin_keys=frozenset({SECRET_ADMIN}),
+                        expert_secrets=frozenset({"OPENAI_API_KEY"}))
+    assert register(client, name="other", api_key_env="OPENAI_API_KEY").status_code == 201
+    assert register(client, name="third", api_key_env="HOME_SECRET").status_code == 403
+
+
+def test_the_local_cli_may_name_any_variable(tmp_path):
+    env = {**__import__("os").environ, "CONCLAVE_HOME": str(tmp_path / "cli-home")}
+    out = subprocess.run([sys.executable, "-m", "service.cli", "experts", "add", "remote", "--backend", "litellm",
+                          "--model", "openai/x", "--api-base", "http://127.0.0.1:9/v1",
+                          "--api-key-env", "CONCLAVE_SOMETHING"], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
