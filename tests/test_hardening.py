@@ -152,3 +152,49 @@ def test_the_local_cli_may_name_any_variable(tmp_path):
                           "--model", "openai/x", "--api-base", "http://127.0.0.1:9/v1",
                           "--api-key-env", "CONCLAVE_SOMETHING"], capture_output=True, text=True, env=env)
     assert out.returncode == 0, out.stderr
+
+
+class ScriptedResolver:
+    """An aiohttp resolver answering from a table (there is no public DNS here): a rebinding DNS."""
+
+    def __init__(self, answers: dict[str, list[str]]):
+        self.answers, self.asked = answers, []
+
+    async def resolve(self, host, port=0, family=0):
+        import socket
+
+        self.asked.append(host)
+        return [{"hostname": host, "host": ip, "port": port, "family": socket.AF_INET6 if ":" in ip else socket.AF_INET,
+                 "proto": 0, "flags": 0} for ip in self.answers[host]]
+
+    async def close(self):
+        return None
+
+
+def lean_gateway(upstream, tmp_path, resolver, client_for):
+    from service.backends.openai_backend import OpenAIBackend
+
+    port = upstream.rsplit(":", 1)[1]
+    settings = load_settings().with_(expert_timeout=5.0, retries=0)
+    store = open_store(tmp_path / "rebind")
+    for host in ("rebound.test", "mixed.test", "plain.test"):
+        store.add(Expert(name=host.split(".")[0], backend="litellm", model="openai/ok",
+                         api_base=f"http://{host}:{port}/v1"))
+    store.add(Expert(name="literal", backend="litellm", model="openai/ok", api_base="http://[::ffff:a9fe:a9fe]/v1"))
+    pool = BackendPool(settings, {"openai": lambda s: OpenAIBackend(s.expert_timeout, resolver=resolver)})
+    return client_for(Gateway(settings, store, pool))
+
+
+def test_the_lean_client_connects_only_to_the_address_it_checked(upstream, tmp_path, client_for):
+    """Registration saw a safe address; at connect time the name resolves to the metadata address
+    (DNS rebinding): refused, and a mixed answer connects to its safe address only."""
+    resolver = ScriptedResolver({"rebound.test": ["169.254.169.254"], "mixed.test": ["169.254.169.254", "127.0.0.1"],
+                                 "plain.test": ["127.0.0.1"]})
+    client = lean_gateway(upstream, tmp_path, resolver, client_for)
+    assert ask(client, "plain").status_code == 200          # pinned: the name exists only in the resolver
+    r = ask(client, "rebound")
+    assert r.status_code == 502 and "link-local or cloud-metadata" in r.json()["error"]["message"]
+    assert ask(client, "mixed").status_code == 200
+    r = ask(client, "literal")                               # stored before the check existed: refused at connect
+    assert r.status_code == 502 and "link-local or cloud-metadata" in r.json()["error"]["message"]
+    assert set(resolver.asked) == {"plain.test", "rebound.test", "mixed.test"}

@@ -7,10 +7,13 @@ never echoed in errors.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import time
 
-from experts_registry.errors import ConclaveError, ExpertTimeout, UpstreamError
+from experts_registry.errors import ConclaveError, ExpertTimeout, UpstreamError, ValidationFailed
+from experts_registry.upstream import check_upstream
 from experts_registry.model import Expert
 
 from ..core.backend import Delta, GenParams, sampling, scrub, summary, usage_dict
@@ -18,6 +21,7 @@ from .openai_backend import CLIENT_STATUSES, client_error
 from ..core.prompting import chat_messages, completion_prompt
 
 log = logging.getLogger("conclave.upstream")
+CHECK_S = 30.0
 
 
 def _litellm():
@@ -50,13 +54,16 @@ def _retry_after(exc: Exception) -> float | None:
 
 
 class LiteLLMBackend:
-    def __init__(self, timeout: float = 120.0):
+    def __init__(self, timeout: float = 120.0, allow_unsafe: bool = False):
         self.timeout = timeout
+        self.allow_unsafe = allow_unsafe
+        self._checked: dict[str, float] = {}   # api_base -> when its addresses were last found safe
         _litellm()  # import now (3-4 s), not inside the first request's deadline
 
     async def stream(self, expert: Expert, messages: list[dict], params: GenParams):
         litellm = _litellm()
         kw = _kwargs(expert, params, self.timeout)
+        await self._check(expert)
         try:
             if expert.prompt_style == "completion":
                 response = await litellm.atext_completion(prompt=completion_prompt(expert, messages), **kw)
@@ -83,6 +90,19 @@ class LiteLLMBackend:
             raise UpstreamError(f"expert {expert.name!r} failed: {type(exc).__name__}: "
                                 f"{short}", expert=expert.name, retryable=retryable,
                                 retry_after=_retry_after(exc)) from None
+
+    async def _check(self, expert: Expert) -> None:
+        """Resolve the api_base again before connecting (at most every CHECK_S): litellm's HTTP client
+        resolves on its own, so this narrows, but cannot close, a DNS-rebinding window (the lean client
+        pins the checked address)."""
+        base = expert.api_base
+        if not base or self.allow_unsafe or time.monotonic() - self._checked.get(base, -CHECK_S) < CHECK_S:
+            return
+        try:
+            await asyncio.to_thread(check_upstream, base)
+        except ValidationFailed as exc:
+            raise UpstreamError(f"expert {expert.name!r}: {exc.message}", expert=expert.name) from None
+        self._checked[base] = time.monotonic()
 
     async def close(self) -> None:
         return None
