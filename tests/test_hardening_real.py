@@ -35,3 +35,13 @@ def test_three_over_long_prompts_then_a_normal_one_400_400_400_200(base):
     r = post(base, {"model": "smollm2", "messages": HI, "max_tokens": 4})
     codes.append(r.status_code)
     assert codes == [400, 400, 400, 200]
+
+
+@pytest.mark.parametrize("router", ["knn", "skills", "coe"])
+def test_an_untrained_router_named_in_a_request_is_a_400_without_a_path(base, router):
+    r = post(base, {"model": "conclave-auto", "messages": HI, "max_tokens": 4, "conclave": {"router": router}})
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["code"] == "router_unavailable" and repr(router) in err["message"]
+    assert ("conclave profile build" if router == "skills" else f"conclave router train {router}") in err["message"]
+    assert "/tmp" not in r.text and "routers/" not in r.text

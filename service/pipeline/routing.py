@@ -7,16 +7,18 @@ a worker thread) and hands ``route()`` everything it needs.
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 from typing import Sequence
 
-from experts_registry.errors import InvalidRequest
+from experts_registry.errors import ConfigError, InvalidRequest, RouterUnavailable
 from experts_registry.model import Expert
 from router import ROUTERS, Decision, RouteRequest
 
 from ..core.config import Settings
 
 TRAINED = ("skills", "coe", "knn")
+log = logging.getLogger("conclave.routing")
 
 
 def router_dir(settings: Settings) -> Path:
@@ -38,7 +40,15 @@ class RouterHost:
             options = {"generalist": self.settings.generalist}
             if name in TRAINED:
                 options["state"] = str(router_dir(self.settings) / name)
-            self._routers[name] = ROUTERS[name](**options)   # ConfigError when it was never trained
+            try:
+                self._routers[name] = ROUTERS[name](**options)
+            except ConfigError as exc:   # never trained, or its state is unreadable: the log has the path
+                log.warning("router %s cannot load: %s", name, exc.message)
+                how = ("'conclave profile build' (or 'conclave profile build --replay')" if name == "skills"
+                       else f"'conclave router train {name}'")
+                raise RouterUnavailable(
+                    f"router {name!r} is not trained on this gateway: an operator builds it with {how}; "
+                    "until then name another router (e.g. 'tags', which needs no training)", param="conclave.router") from None
         return self._routers[name]
 
     def encoder(self, name: str):
