@@ -198,3 +198,15 @@ def test_the_lean_client_connects_only_to_the_address_it_checked(upstream, tmp_p
     r = ask(client, "literal")                               # stored before the check existed: refused at connect
     assert r.status_code == 502 and "link-local or cloud-metadata" in r.json()["error"]["message"]
     assert set(resolver.asked) == {"plain.test", "rebound.test", "mixed.test"}
+
+
+@pytest.mark.parametrize("args", [["worker", "--kind", "fake"], ["experts", "list"], ["keys", "create", "x"],
+                                  ["serve", "--port", "1"], ["chat", "hi"], ["route", "hi"]])
+def test_every_cli_entry_point_says_one_line_when_redis_does_not_answer(tmp_path, args):
+    env = {**__import__("os").environ, "CONCLAVE_HOME": str(tmp_path / "h"),
+           "CONCLAVE_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
+    out = subprocess.run([sys.executable, "-m", "service.cli", *args], capture_output=True, text=True, env=env,
+                         timeout=120)
+    errors = [line for line in out.stderr.splitlines() if not line.startswith("20")]   # log lines carry a date
+    assert out.returncode == 1 and len(errors) == 1, out.stderr
+    assert "Traceback" not in out.stderr and "Redis" in errors[0]
