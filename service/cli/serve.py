@@ -35,6 +35,7 @@ def serve(ctx: Context, host: str, port: int, workers: int, log_level: str):
     # SIGTERM: stop accepting, let in-flight requests finish for up to CONCLAVE_SHUTDOWN_GRACE seconds;
     # requests waiting on the Redis queue get a retryable 503 just before that (service/http/shutdown.py)
     uvicorn.run("service.http.app:create_app_from_env", factory=True, host=host, port=port, workers=workers,
+                http="service.http.wire:JsonErrorProtocol",   # malformed HTTP: an OpenAI-style JSON 400 (service/http/wire.py)
                 log_level=log_level, reload=False, timeout_graceful_shutdown=ctx.settings.shutdown_grace,
                 # longer than clients' and load balancers' idle timeouts (60 s is common), so the client
                 # closes an idle connection first: a server-side close races a reused connection (a reset)

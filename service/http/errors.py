@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -14,6 +15,7 @@ from experts_registry.errors import (ConclaveError, DependencyUnavailable, Inval
                                      ShuttingDown, UpstreamError, UserError, ValidationFailed)
 
 from ..core.metrics import Metrics
+from ..core.redis_retry import is_redis_down, unavailable
 
 log = logging.getLogger("conclave.errors")
 
@@ -63,12 +65,28 @@ def from_errors(errors: list) -> UserError:
 
 def response_for(exc: Exception, metrics: Metrics) -> JSONResponse:
     """The response for an exception a route raised: its own error, or an opaque 500 (logged)."""
+    if is_redis_down(exc):   # Redis (registry, queue or rate limits) is away: retryable, and logged once a while
+        exc = unavailable(exc)
     if isinstance(exc, ConclaveError):
-        if exc.status >= 500:
+        if exc.status >= 500 and not _quiet(exc):
             log.warning("%s: %s", type(exc).__name__, exc.message)
         return error_response(exc, metrics)
     log.error("unhandled error", exc_info=exc)
     return error_response(ConclaveError("internal error: the gateway logged the details"), metrics)
+
+
+_last_outage_log = [0.0]
+
+
+def _quiet(exc: ConclaveError) -> bool:
+    """A dependency outage is logged once per 30 s, not once per request."""
+    if not isinstance(exc, DependencyUnavailable):
+        return False
+    now = time.monotonic()
+    if now - _last_outage_log[0] < 30:
+        return True
+    _last_outage_log[0] = now
+    return False
 
 
 def install_error_handlers(app: FastAPI, metrics: Metrics) -> None:

@@ -62,6 +62,7 @@ class Gateway:
         self.metrics = metrics or Metrics()
         self.breakers = Breakers(settings.breaker_failures, settings.breaker_cooldown)
         self.routers = RouterHost(settings)
+        self.draining = False   # SIGTERM came: /health/readiness fails so load balancers move on
 
     async def resolve(self, req: ChatRequest, allowed: tuple[str, ...] = ()) -> Routed:
         if req.model in VIRTUAL_MODELS:
@@ -103,10 +104,14 @@ class Gateway:
         return {"skills": words} if words else {}
 
     def params(self, req: ChatRequest) -> GenParams:
+        if req.max_tokens is not None and req.max_completion_tokens is not None:
+            raise InvalidRequest("send max_completion_tokens or the older max_tokens, not both: drop max_tokens",
+                                 param="max_tokens")
+        field = "max_completion_tokens" if req.max_completion_tokens is not None else "max_tokens"
         wanted = req.max_completion_tokens or req.max_tokens
         if wanted is not None and wanted > self.settings.max_tokens_cap:
-            raise InvalidRequest(f"max_tokens {wanted} is above this gateway's cap of "
-                                 f"{self.settings.max_tokens_cap}", param="max_tokens")
+            raise InvalidRequest(f"{field} {wanted} is above this gateway's cap of "
+                                 f"{self.settings.max_tokens_cap} (CONCLAVE_MAX_TOKENS_CAP)", param=field)
         if len(req.messages) > self.settings.max_messages:
             raise InvalidRequest(f"too many messages ({len(req.messages)} > {self.settings.max_messages})",
                                  param="messages")
@@ -138,6 +143,7 @@ class Gateway:
 
     def drain(self, deadline: float) -> None:
         """Shutdown began: requests waiting on the Redis queue get a retryable 503 at ``deadline``."""
+        self.draining = True
         if (queue := self._queue()) is not None:
             queue.drain(deadline)
 

@@ -76,6 +76,10 @@ class RouterHost:
             metadata["skill_embeddings"] = await asyncio.to_thread(enc.encode, list(metadata["skills"]))
         return router.route(RouteRequest(text=text, embedding=embedding, metadata=metadata), candidates, k=k)
 
+    def loaded(self, name: str | None = None) -> bool:
+        """Whether the router (default: the configured one) is loaded and ready to route."""
+        return (name or self.settings.router) in self._routers
+
     def warm(self) -> None:
         """Load the configured router and its encoder now (at start), so a bad config fails fast."""
         router = self.get()
