@@ -14,8 +14,10 @@ from .context import Context, pass_ctx
               help="Server processes; each loads its own local models.")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
+@click.option("--allow-volatile-redis", is_flag=True,
+              help="Accept a Redis that keeps nothing on disk as the registry's store (CONCLAVE_ALLOW_VOLATILE_REDIS=1).")
 @pass_ctx
-def serve(ctx: Context, host: str, port: int, workers: int, log_level: str):
+def serve(ctx: Context, host: str, port: int, workers: int, log_level: str, allow_volatile_redis: bool):
     """Run the HTTP gateway (no auto-reload).
 
     \b
@@ -25,10 +27,17 @@ def serve(ctx: Context, host: str, port: int, workers: int, log_level: str):
            -d '{"model": "smollm2", "messages": [{"role": "user", "content": "Hi"}]}'
     """
     import logging
+    import os
 
     import uvicorn
 
-    store = ctx.store  # fail here, with a clear message, if the store is unreachable
+    from ..http.app import check_store_durable
+
+    if allow_volatile_redis:   # the app factory (in each server process) reads the environment
+        os.environ["CONCLAVE_ALLOW_VOLATILE_REDIS"] = "1"
+        ctx._settings = None
+    store = ctx.store
+    check_store_durable(store, ctx.settings)   # a registry in a Redis that forgets it all on restart: refuse  # fail here, with a clear message, if the store is unreachable
     ctx.gateway().routers.get()  # ... or if the configured router was never trained
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     click.echo(f"conclave: experts from {store.describe()}; serving on http://{host}:{port}/v1", err=True)

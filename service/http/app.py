@@ -17,6 +17,7 @@ from experts_registry.errors import ModelNotFound
 from ..backends import BackendPool
 from ..core.config import Settings, load_settings
 from ..core.protocol import ChatRequest
+from ..core.redis_retry import require_persistence
 from ..pipeline.gateway import VIRTUAL_MODELS, Gateway
 from .admin import admin_routes
 from .auth import Authenticator, Principal, require_admin
@@ -36,6 +37,7 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None,
     settings = settings or load_settings()
     if gateway is None:
         store = open_store(settings.home, settings.redis_url, settings.redis_prefix)
+        check_store_durable(store, settings)
         offer_bundled(store)
         gateway = Gateway(settings, store, BackendPool(settings))
 
@@ -123,6 +125,19 @@ def _routes(app: FastAPI, gw: Gateway, auth: Authenticator, handler: ChatHandler
         # served by the ASGI fast path (service/http/fastpath.py); this route describes it in the OpenAPI
         # schema, and serves it when the app is built with fast_path=False
         return await handler(req, request.headers, principal(request))
+
+
+def check_store_durable(store, settings: Settings) -> None:
+    """The registry and API keys need a Redis that keeps them on disk (see docs/configuration.md)."""
+    r = getattr(store, "r", None)
+    if settings.redis_url and r is not None:
+        kind = require_persistence(r, store.describe(), settings.allow_volatile_redis)
+        if kind is None:
+            log.warning("the registry's Redis keeps nothing on disk: a restart loses every expert and key "
+                        "(allowed by CONCLAVE_ALLOW_VOLATILE_REDIS)")
+        elif kind == "rdb":
+            log.warning("the registry's Redis keeps only RDB snapshots: changes since the last one are lost in "
+                        "a crash; enable AOF (appendonly yes)")
 
 
 def model_list(gw: Gateway) -> list[dict]:
