@@ -139,3 +139,75 @@ def test_request_id_and_rate_limit_headers(base):
     assert len(ids) == 3 and all(i.startswith("req_") for i in ids)   # errors too, each its own
     bad = post(base, {"model": "smollm2"})
     assert bad.status_code >= 400 and bad.headers["x-should-retry"] == "false" and bad.headers["x-request-id"]
+
+
+# ---- a fuzz corpus of our own: every case against the real server, none may be a 5xx or leak ----
+
+def _corpus() -> list[tuple[str, object]]:
+    """(id, body) pairs: body is a dict/list/scalar sent as JSON, or bytes sent as they are."""
+    msg = [{"role": "user", "content": "hi"}]
+    cases: list[tuple[str, object]] = [
+        ("empty", b""), ("not-json", b"{model: smollm2"), ("truncated", b'{"model": "smollm2", "messages": ['),
+        ("trailing-garbage", b'{"model": "smollm2"} xyz'), ("nul-bytes", b'{"model": "\x00"}'),
+        ("bad-utf8", b'{"model": "\xff\xfe", "messages": []}'), ("json-null", None), ("json-list", [1, 2]),
+        ("json-string", "hello"), ("json-number", 42), ("json-true", True), ("deep-nesting", b"[" * 5000 + b"]" * 5000),
+        ("huge-number", b'{"model": "smollm2", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1e400}'),
+        ("nan", b'{"model": "smollm2", "messages": [{"role": "user", "content": "hi"}], "temperature": NaN}'),
+        ("dup-keys", b'{"model": "smollm2", "model": "x", "messages": [{"role": "user", "content": "hi"}]}'),
+    ]
+    wrong = [None, 1, -1, 1.5, "", "x", True, [], {}, [1], {"a": 1}, 10**30, -10**30]
+    for field in ("model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "stop",
+                  "seed", "stream", "stream_options", "n", "user", "conclave"):
+        for i, value in enumerate(wrong):
+            cases.append((f"{field}-{i}", {"model": "smollm2", "messages": msg, "max_tokens": 2, field: value}))
+    weird_text = ["\u0000", "\ud7ff\ue000", "\U0001f600" * 50, "\u202e", "a\u0301" * 30, "\ufeff", "\r\n" * 20,
+                  "</s><|im_end|><|endoftext|>", "{{ raise('x') }}", "%s%n%x", "../../../../etc/passwd"]
+    for i, text in enumerate(weird_text):
+        cases.append((f"unicode-{i}", {"model": "smollm2", "messages": [{"role": "user", "content": text}],
+                                       "max_tokens": 2}))
+    parts = [[{"type": "text", "text": "hi"}], [{"type": "image_url", "image_url": {"url": "http://x"}}],
+             [{"type": "text"}], [], [{"no": "type"}], [{"type": "text", "text": 5}], "x" * 3]
+    for i, content in enumerate(parts):
+        cases.append((f"parts-{i}", {"model": "smollm2", "messages": [{"role": "user", "content": content}],
+                                     "max_tokens": 2}))
+    roles = ["system", "developer", "assistant", "tool", "robot", "", None, 5]
+    for i, role in enumerate(roles):
+        cases.append((f"role-{i}", {"model": "smollm2", "messages": [{"role": role, "content": "hi"}],
+                                    "max_tokens": 2}))
+    openai_fields = {"tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": "auto",
+                     "response_format": {"type": "json_object"}, "logprobs": True, "top_logprobs": 3,
+                     "logit_bias": {"1": 5}, "presence_penalty": 1, "frequency_penalty": -1, "functions": [],
+                     "parallel_tool_calls": True, "modalities": ["text"], "audio": {}, "store": True,
+                     "metadata": {"a": "b"}, "reasoning_effort": "high", "service_tier": "auto", "prediction": {}}
+    for name, value in openai_fields.items():
+        cases.append((f"openai-{name}", {"model": "smollm2", "messages": msg, "max_tokens": 2, name: value}))
+    for name in ("api_base", "base_url", "api_key", "extra_headers"):
+        cases.append((f"forbidden-{name}", {"model": "smollm2", "messages": msg, name: "http://169.254.169.254"}))
+    cases += [("routed-unknown-router", {"model": "conclave-auto", "messages": msg, "conclave": {"router": "zzz"}}),
+              ("routed-k-0", {"model": "conclave-auto", "messages": msg, "conclave": {"k": 0}}),
+              ("routed-extra", {"model": "conclave-auto", "messages": msg, "conclave": {"evil": 1}}),
+              ("routed-empty", {"model": "conclave-auto", "messages": [{"role": "user", "content": " "}]}),
+              ("many-messages", {"model": "smollm2", "messages": msg * 300}),
+              ("model-long", {"model": "m" * 300, "messages": msg}),
+              ("model-path", {"model": "../../etc/passwd", "messages": msg})]
+    return cases
+
+
+CORPUS = _corpus()
+LEAKS = ("Traceback", 'File "', "/work/", "/tmp/", "site-packages", ".py\"", "sk-conclave-")
+
+
+def test_the_corpus_is_big_enough():
+    assert len(CORPUS) >= 100 and len({name for name, _ in CORPUS}) == len(CORPUS)
+
+
+@pytest.mark.parametrize("case", CORPUS, ids=[name for name, _ in CORPUS])
+def test_fuzz_corpus_no_5xx_no_leak_openai_shaped(base, case):
+    name, body = case
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    r = httpx.post(base + CHAT, content=data, headers={**KEY, "content-type": "application/json"}, timeout=120)
+    assert r.status_code < 500, (name, r.status_code, r.text[:500])
+    assert r.headers.get("x-request-id")
+    assert not any(leak in r.text for leak in LEAKS), (name, r.text[:500])
+    if r.status_code >= 400:
+        assert set(r.json()["error"]) == {"message", "type", "param", "code"}, r.text
