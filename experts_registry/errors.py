@@ -7,6 +7,8 @@ CLI prints ``message`` and exits non-zero.  Messages say what to do next.
     ConclaveError                      500 server_error
     ├── UserError                      400 invalid_request_error   (caller's mistake)
     │   ├── InvalidRequest             400
+    │   │   ├── ContextLengthExceeded  400 context_length_exceeded (the prompt does not fit the expert)
+    │   │   └── RouterUnavailable      400 router_unavailable (the named router is not trained here)
     │   ├── ValidationFailed           422
     │   ├── AuthenticationError        401
     │   ├── PermissionDenied           403
@@ -19,6 +21,7 @@ CLI prints ``message`` and exits non-zero.  Messages say what to do next.
     │   └── RateLimited                429 (retry_after seconds)
     ├── ConfigError                    500 (server misconfigured: says which setting)
     ├── ShuttingDown                   503 (retry_after seconds: the gateway is restarting)
+    ├── DependencyUnavailable          503 (retry_after seconds: Redis or the store does not answer)
     └── UpstreamError                  502 (an expert failed; names the expert)
         ├── ExpertTimeout              504
         └── ExpertUnavailable          503 (cannot be loaded/hosted here)
@@ -51,6 +54,19 @@ class UserError(ConclaveError):
 
 class InvalidRequest(UserError):
     code = "invalid_request"
+
+
+class ContextLengthExceeded(InvalidRequest):
+    """The prompt is longer than the expert's context window (OpenAI's code); never the expert's fault."""
+    code = "context_length_exceeded"
+
+    def __init__(self, message: str, *, param: str | None = "messages", expert: str | None = None, **kw):
+        super().__init__(message, param=param, **kw)
+        self.expert = expert
+
+
+class RouterUnavailable(InvalidRequest):
+    code = "router_unavailable"
 
 
 class ValidationFailed(UserError):
@@ -117,6 +133,16 @@ class ShuttingDown(ConclaveError):
     code = "shutting_down"
 
     def __init__(self, message: str, *, retry_after: float = 3.0, **kw):
+        super().__init__(message, **kw)
+        self.retry_after = retry_after
+
+
+class DependencyUnavailable(ConclaveError):
+    """A service the gateway needs (Redis, the registry's store) does not answer; retrying later helps."""
+    status = 503
+    code = "dependency_unavailable"
+
+    def __init__(self, message: str, *, retry_after: float = 2.0, **kw):
         super().__init__(message, **kw)
         self.retry_after = retry_after
 

@@ -16,6 +16,8 @@ REDIS_URL = os.environ.get("CONCLAVE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15
 def isolated_env(tmp_path, monkeypatch):
     """No test sees the user's data dir, keys or Redis unless it asks."""
     monkeypatch.setenv("CONCLAVE_HOME", str(tmp_path / "home"))
+    # the shared test Redis keeps nothing on disk (--save '' --appendonly no): gateways may use it as a store
+    monkeypatch.setenv("CONCLAVE_ALLOW_VOLATILE_REDIS", "1")
     for name in ("CONCLAVE_REDIS_URL", "CONCLAVE_API_KEYS", "CONCLAVE_ROUTER", "CONCLAVE_REDIS_PREFIX"):
         monkeypatch.delenv(name, raising=False)
     return tmp_path / "home"

@@ -8,6 +8,10 @@
     hang          never answers
     reset         closes the connection without a response
     midstream     streams two chunks, then drops the connection
+    ctx           400 context_length_exceeded (the prompt is too long for the model)
+    bad           400 invalid_request_error about a parameter
+    verbose       500 with a long body holding a traceback, a file path and a secret-looking token
+    slow          answers after 1 s
 """
 
 from __future__ import annotations
@@ -62,6 +66,18 @@ class Handler(BaseHTTPRequestHandler):
             return self._json(429, {"error": {"message": "slow down"}}, {"retry-after": "1"})
         if kind == "500" and failing:
             return self._json(500, {"error": {"message": "boom"}})
+        if kind == "ctx":
+            return self._json(400, {"error": {"message": "This model's maximum context length is 2048 tokens. "
+                                              "However, you requested 9000 tokens.", "type": "invalid_request_error",
+                                              "code": "context_length_exceeded"}})
+        if kind == "bad":
+            return self._json(400, {"error": {"message": "temperature: unsupported value", "code": None}})
+        if kind == "verbose":
+            return self._json(500, {"error": {"message": "Traceback (most recent call last):\n  File "
+                                              "\"/srv/upstream/app.py\", line 12\n" + "x" * 5000
+                                              + " token=sk-upstream-secret"}})
+        if kind == "slow":
+            time.sleep(1)
         if kind == "hang":
             time.sleep(3600)
         if kind == "reset":

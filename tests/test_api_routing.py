@@ -65,10 +65,12 @@ def test_router_chosen_per_request(knn_client):
 
 
 def test_untrained_router_is_a_clear_error(knn_client):
-    r = ask(knn_client, "integrate x squared", router="coe")
-    assert r.status_code == 500
-    err = r.json()["error"]
-    assert err["code"] == "config_error" and "conclave router train coe" in err["message"]
+    for name, how in [("coe", "conclave router train coe"), ("skills", "conclave profile build")]:
+        r = ask(knn_client, "integrate x squared", router=name)
+        assert r.status_code == 400, r.text   # the caller named it: a client error, never a 500
+        err = r.json()["error"]
+        assert err["code"] == "router_unavailable" and how in err["message"] and repr(name) in err["message"]
+        assert "/" not in err["message"].replace("router_unavailable", "") and "home" not in err["message"]
 
 
 def test_router_trained_for_other_experts_is_a_clear_error(knn_client, fake_gateway):

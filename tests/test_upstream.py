@@ -25,3 +25,27 @@ def test_ordinary_upstreams_pass(url):
 
 def test_unsafe_upstream_allowed_when_configured():
     check_upstream("http://169.254.169.254/", allow_unsafe=True)
+
+
+@pytest.mark.parametrize("url", [
+    "http://[::ffff:169.254.169.254]/", "http://[::ffff:a9fe:a9fe]/", "http://[::ffff:100.100.100.200]/",
+    "http://[2002:a9fe:a9fe::1]/",                          # 6to4 carrying 169.254.169.254
+    "http://[64:ff9b::a9fe:a9fe]/",                         # NAT64 of it
+    "http://[2001:0:4136:e378:8000:63bf:5601:5601]/",       # Teredo, client 169.254.169.254 (obfuscated)
+    "http://[::169.254.169.254]/",                          # IPv4-compatible
+    "http://169.254.169.254.nip.io/", "http://app-169-254-169-254.sslip.io/",
+    "http://2852039166/", "http://0xa9fea9fe/", "http://0251.0376.0251.0376/",   # decimal, hex, octal
+])
+def test_embedded_and_disguised_metadata_addresses_are_refused(url):
+    with pytest.raises(ValidationFailed):
+        check_upstream(url)
+
+
+def test_a_host_name_is_resolved_at_registration():
+    from ipaddress import ip_address
+
+    with pytest.raises(ValidationFailed):
+        check_upstream("http://innocent.example/v1", resolve=lambda host: [ip_address("169.254.169.254")])
+    with pytest.raises(ValidationFailed):
+        check_upstream("http://innocent.example/v1", resolve=lambda host: [ip_address("::ffff:a9fe:a9fe")])
+    check_upstream("http://innocent.example/v1", resolve=lambda host: [ip_address("10.1.2.3")])

@@ -31,13 +31,13 @@ def _llamacpp(s: Settings) -> Backend:
 def _litellm(s: Settings) -> Backend:
     from .litellm_backend import LiteLLMBackend
 
-    return LiteLLMBackend(s.expert_timeout)
+    return LiteLLMBackend(s.expert_timeout, s.allow_unsafe_upstreams)
 
 
 def _openai(s: Settings) -> Backend:
     from .openai_backend import OpenAIBackend
 
-    return OpenAIBackend(s.expert_timeout)
+    return OpenAIBackend(s.expert_timeout, s.allow_unsafe_upstreams)
 
 
 def _vllm(s: Settings) -> Backend:

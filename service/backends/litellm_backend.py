@@ -7,13 +7,21 @@ never echoed in errors.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
+import time
 
-from experts_registry.errors import ConclaveError, ExpertTimeout, UpstreamError
+from experts_registry.errors import ConclaveError, ExpertTimeout, UpstreamError, ValidationFailed
+from experts_registry.upstream import check_upstream
 from experts_registry.model import Expert
 
-from ..core.backend import Delta, GenParams, sampling, scrub, usage_dict
+from ..core.backend import Delta, GenParams, sampling, scrub, summary, usage_dict
+from .openai_backend import CLIENT_STATUSES, client_error
 from ..core.prompting import chat_messages, completion_prompt
+
+log = logging.getLogger("conclave.upstream")
+CHECK_S = 30.0
 
 
 def _litellm():
@@ -46,13 +54,16 @@ def _retry_after(exc: Exception) -> float | None:
 
 
 class LiteLLMBackend:
-    def __init__(self, timeout: float = 120.0):
+    def __init__(self, timeout: float = 120.0, allow_unsafe: bool = False):
         self.timeout = timeout
+        self.allow_unsafe = allow_unsafe
+        self._checked: dict[str, float] = {}   # api_base -> when its addresses were last found safe
         _litellm()  # import now (3-4 s), not inside the first request's deadline
 
     async def stream(self, expert: Expert, messages: list[dict], params: GenParams):
         litellm = _litellm()
         kw = _kwargs(expert, params, self.timeout)
+        await self._check(expert)
         try:
             if expert.prompt_style == "completion":
                 response = await litellm.atext_completion(prompt=completion_prompt(expert, messages), **kw)
@@ -67,12 +78,31 @@ class LiteLLMBackend:
             if isinstance(exc, litellm.Timeout):
                 raise ExpertTimeout(f"expert {expert.name!r} timed out", expert=expert.name) from None
             status = getattr(exc, "status_code", None)
+            log.warning("expert %s failed: %s: %s", expert.name, type(exc).__name__, scrub(str(exc), expert)[:4000])
+            short = summary(str(exc), expert)
+            if isinstance(exc, litellm.ContextWindowExceededError):
+                raise client_error(expert, 400, "context_length_exceeded", short) from None
+            if status in CLIENT_STATUSES:
+                raise client_error(expert, status, getattr(exc, "code", None), short) from None
             retryable = (isinstance(exc, (litellm.APIConnectionError, litellm.InternalServerError,
                                           litellm.ServiceUnavailableError, litellm.RateLimitError))
                          or (isinstance(status, int) and (status == 429 or status >= 500)))
             raise UpstreamError(f"expert {expert.name!r} failed: {type(exc).__name__}: "
-                                f"{scrub(str(exc), expert)}", expert=expert.name, retryable=retryable,
+                                f"{short}", expert=expert.name, retryable=retryable,
                                 retry_after=_retry_after(exc)) from None
+
+    async def _check(self, expert: Expert) -> None:
+        """Resolve the api_base again before connecting (at most every CHECK_S): litellm's HTTP client
+        resolves on its own, so this narrows, but cannot close, a DNS-rebinding window (the lean client
+        pins the checked address)."""
+        base = expert.api_base
+        if not base or self.allow_unsafe or time.monotonic() - self._checked.get(base, -CHECK_S) < CHECK_S:
+            return
+        try:
+            await asyncio.to_thread(check_upstream, base)
+        except ValidationFailed as exc:
+            raise UpstreamError(f"expert {expert.name!r}: {exc.message}", expert=expert.name) from None
+        self._checked[base] = time.monotonic()
 
     async def close(self) -> None:
         return None

@@ -12,15 +12,25 @@ ExpertTimeout, and the API key (read from the variable the record names) never a
 from __future__ import annotations
 
 import asyncio
+import errno
+import ipaddress
 import json
+import logging
 import os
+import socket
 from functools import lru_cache
 
-from experts_registry.errors import ConclaveError, ExpertTimeout, UpstreamError
+from experts_registry.errors import (ConclaveError, ContextLengthExceeded, ExpertTimeout, InvalidRequest,
+                                     UpstreamError)
 from experts_registry.model import Expert
+from experts_registry.upstream import parse_ip, unsafe_ip
 
-from ..core.backend import Delta, GenParams, sampling, scrub, usage_dict
+from ..core.backend import Delta, GenParams, looks_like_context_overflow, sampling, scrub, summary, usage_dict
 from ..core.prompting import chat_messages, completion_prompt
+
+log = logging.getLogger("conclave.upstream")
+_UNSPECIFIED = ipaddress.ip_address("0.0.0.0")   # what an unparsable resolver answer counts as: refused
+CLIENT_STATUSES = (400, 413, 422)   # an upstream's verdict on the request itself
 
 # litellm providers that speak the OpenAI wire format to whatever server api_base names
 LEAN_PROVIDERS = ("openai", "hosted_vllm", "custom_openai", "lm_studio", "llamafile")
@@ -44,9 +54,39 @@ def build_request(expert: Expert, messages: list[dict], params: GenParams) -> tu
     return base + "/chat/completions", body
 
 
+def safe_resolver(inner=None, allow_unsafe: bool = False):
+    """An aiohttp resolver that resolves through ``inner`` (default: the system's, in a thread) and drops
+    link-local / metadata addresses (``experts_registry.upstream.unsafe_ip``), so the connection goes to
+    an address that was checked: a DNS answer that changes after registration (rebinding) cannot reach
+    them. A host with nothing else left is refused."""
+    import aiohttp
+    from aiohttp.abc import AbstractResolver
+
+    class SafeResolver(AbstractResolver):
+        def __init__(self):
+            self.inner = inner or aiohttp.ThreadedResolver()
+
+        async def resolve(self, host, port=0, family=socket.AF_INET):
+            found = await self.inner.resolve(host, port, family)
+            if allow_unsafe:
+                return found
+            safe = [r for r in found if not unsafe_ip(parse_ip(r["host"]) or _UNSPECIFIED)]
+            if not safe:
+                raise OSError(errno.EACCES, f"{host} resolves only to link-local or cloud-metadata addresses: refused "
+                              "(CONCLAVE_ALLOW_UNSAFE_UPSTREAMS=1 allows it deliberately)")
+            return safe
+
+        async def close(self):
+            await self.inner.close()
+
+    return SafeResolver()
+
+
 class OpenAIBackend:
-    def __init__(self, timeout: float = 120.0):
+    def __init__(self, timeout: float = 120.0, allow_unsafe: bool = False, resolver=None):
         self.timeout = timeout
+        self.allow_unsafe = allow_unsafe
+        self.resolver = resolver   # the inner resolver (tests inject one: there is no public DNS here)
         self._session = None
         self._closer: asyncio.Task | None = None
 
@@ -58,7 +98,8 @@ class OpenAIBackend:
             import aiohttp
 
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=1024, keepalive_timeout=30, ttl_dns_cache=300),
+                connector=aiohttp.TCPConnector(limit=1024, keepalive_timeout=30, ttl_dns_cache=300,
+                                               resolver=safe_resolver(self.resolver, self.allow_unsafe)),
                 timeout=aiohttp.ClientTimeout(total=self.timeout, sock_connect=min(10.0, self.timeout)),
                 cookie_jar=aiohttp.DummyCookieJar(), skip_auto_headers=("User-Agent",))
             self._closer = loop.create_task(_close_with_loop(self._session))
@@ -69,6 +110,9 @@ class OpenAIBackend:
 
         url, body = build_request(expert, messages, params)
         url = _url(url)
+        if not self.allow_unsafe and _unsafe_literal(url.host):   # an IP literal is never resolved
+            raise UpstreamError(f"expert {expert.name!r}: its api_base is a link-local or cloud-metadata "
+                                "address: refused", expert=expert.name)
         headers = {"content-type": "application/json"}
         key = os.environ.get(expert.api_key_env, "") if expert.api_key_env else ""
         if key:
@@ -109,6 +153,12 @@ async def _close_with_loop(session) -> None:
 
 
 @lru_cache(maxsize=1024)
+def _unsafe_literal(host: str | None) -> bool:
+    ip = parse_ip((host or "").strip("[]"))
+    return ip is not None and unsafe_ip(ip)
+
+
+@lru_cache(maxsize=1024)
 def _url(url: str):
     """The parsed URL, once per endpoint (aiohttp would parse the string on every request)."""
     from yarl import URL
@@ -116,16 +166,33 @@ def _url(url: str):
     return URL(url)
 
 
-async def _http_error(expert: Expert, resp) -> UpstreamError:
-    text = (await resp.read()).decode("utf-8", "replace")
+async def _http_error(expert: Expert, resp) -> ConclaveError:
+    """An upstream's HTTP error: the caller's own mistake (400, 413, 422: a 4xx here too, never counted
+    against the expert) or the expert's failure (502; 429 and 5xx retryable). The caller sees a short
+    summary; the server log keeps the whole body."""
+    raw = (await resp.read()).decode("utf-8", "replace")
+    text, code = raw, None
     try:
-        text = json.loads(text)["error"]["message"]
-    except (ValueError, KeyError, TypeError):
+        err = json.loads(raw)["error"]
+        text, code = err["message"], err.get("code")
+    except (ValueError, KeyError, TypeError, AttributeError):
         pass
+    log.warning("expert %s answered HTTP %s: %s", expert.name, resp.status, scrub(raw, expert)[:4000])
+    short = summary(str(text), expert)
+    if resp.status in CLIENT_STATUSES:
+        return client_error(expert, resp.status, code, short)
     retryable = resp.status == 429 or resp.status >= 500
-    return UpstreamError(f"expert {expert.name!r} failed: HTTP {resp.status}: {scrub(str(text), expert)}",
+    return UpstreamError(f"expert {expert.name!r} failed: HTTP {resp.status}: {short}",
                          expert=expert.name, retryable=retryable,
                          retry_after=_seconds(resp.headers.get("retry-after")) if retryable else None)
+
+
+def client_error(expert: Expert, status: int, code: object, short: str) -> ConclaveError:
+    """The upstream refused the request itself (not the gateway's key or the expert's health)."""
+    if looks_like_context_overflow(code, short):
+        return ContextLengthExceeded(f"expert {expert.name!r}: {short}", expert=expert.name)
+    return InvalidRequest(f"expert {expert.name!r} refused the request (HTTP {status}): {short}",
+                          code="upstream_rejected_request")
 
 
 def _seconds(value: str | None) -> float | None:

@@ -16,6 +16,13 @@ class Group(click.Group):
             return super().invoke(ctx)
         except ConclaveError as exc:
             raise click.ClickException(exc.message) from None
+        except Exception as exc:   # Redis went away mid-command: one line, not a traceback
+            from ..core.redis_retry import is_redis_down
+
+            if not is_redis_down(exc):
+                raise
+            raise click.ClickException(f"Redis does not answer ({type(exc).__name__}: {exc}): start it, or fix "
+                                       "CONCLAVE_REDIS_URL") from None
 
 
 class Context:

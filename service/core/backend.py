@@ -73,6 +73,23 @@ def sampling(expert: Expert, params: GenParams) -> dict:
     return fields
 
 
+def summary(message: str, expert: Expert, limit: int = 200) -> str:
+    """An upstream's error text as the caller sees it: scrubbed, on one line, at most ``limit`` characters
+    (the server log keeps the whole text)."""
+    text = " ".join(scrub(message, expert).split())
+    text = "".join(c for c in text if c.isprintable())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+CONTEXT_HINTS = ("context_length_exceeded", "context length", "context window", "maximum context")
+
+
+def looks_like_context_overflow(code: object, message: str) -> bool:
+    """True when an upstream's 4xx says the prompt is longer than the model's context."""
+    text = f"{code} {message}".lower()
+    return any(h in text for h in CONTEXT_HINTS)
+
+
 def scrub(message: str, expert: Expert) -> str:
     """An upstream's error text, safe to show: the expert's API key masked, at most 500 characters."""
     key = os.environ.get(expert.api_key_env or "", "")

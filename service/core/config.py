@@ -38,6 +38,8 @@ class Settings:
     llama_threads: int | None = None
     admin_keys: frozenset[str] = field(default_factory=frozenset)
     allow_unsafe_upstreams: bool = False
+    allow_volatile_redis: bool = False   # accept a Redis without AOF/RDB as the registry's store
+    expert_secrets: frozenset[str] = field(default_factory=frozenset)   # env vars HTTP-registered experts may name
     key_cache_seconds: float = 5.0
     retries: int = 2
     keyword_expert: str | None = None
@@ -120,6 +122,8 @@ def load_settings(env: dict | None = None) -> Settings:
         llama_threads=_number(env, "CONCLAVE_LLAMA_THREADS", None),
         admin_keys=_keys(env.get("CONCLAVE_ADMIN_KEYS", "")),
         allow_unsafe_upstreams=env.get("CONCLAVE_ALLOW_UNSAFE_UPSTREAMS", "") in ("1", "true", "yes"),
+        allow_volatile_redis=env.get("CONCLAVE_ALLOW_VOLATILE_REDIS", "") in ("1", "true", "yes"),
+        expert_secrets=_keys(env.get("CONCLAVE_EXPERT_SECRETS", "")),
         key_cache_seconds=_number(env, "CONCLAVE_KEY_CACHE_SECONDS", 5.0, float, 0.0),
         retries=_number(env, "CONCLAVE_RETRIES", 2, int, 0),
         keyword_expert=env.get("CONCLAVE_KEYWORD_EXPERT") or None,

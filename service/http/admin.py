@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from experts_registry.errors import ValidationFailed
 from experts_registry.keys import ROLES, new_key
 from experts_registry.model import Expert
-from experts_registry.upstream import check_upstream
+from experts_registry.upstream import check_secret_ref, check_upstream
 
 from ..core.config import Settings
 from ..pipeline.gateway import Gateway
@@ -52,6 +52,7 @@ def admin_routes(gw: Gateway, settings: Settings) -> APIRouter:
         except TypeError as exc:
             raise ValidationFailed(f"not an expert record: {exc}") from None
         check_upstream(expert.api_base, settings.allow_unsafe_upstreams)
+        check_secret_ref(expert.api_key_env, settings.expert_secrets)
         gw.store.add(expert, replace=replace)
         return expert.to_dict()
 

@@ -9,13 +9,15 @@ import time
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
 
 from experts_registry import offer_bundled, open_store
+from experts_registry.errors import ModelNotFound
 
 from ..backends import BackendPool
 from ..core.config import Settings, load_settings
 from ..core.protocol import ChatRequest
+from ..core.redis_retry import require_persistence
 from ..pipeline.gateway import VIRTUAL_MODELS, Gateway
 from .admin import admin_routes
 from .auth import Authenticator, Principal, require_admin
@@ -27,6 +29,7 @@ from .ratelimit import RateLimiter
 from .shutdown import MARGIN_S, on_shutdown_signal
 
 log = logging.getLogger("conclave.app")
+READY_TIMEOUT_S = 2.0
 
 
 def create_app(settings: Settings | None = None, gateway: Gateway | None = None,
@@ -34,6 +37,7 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None,
     settings = settings or load_settings()
     if gateway is None:
         store = open_store(settings.home, settings.redis_url, settings.redis_prefix)
+        check_store_durable(store, settings)
         offer_bundled(store)
         gateway = Gateway(settings, store, BackendPool(settings))
 
@@ -79,8 +83,22 @@ def principal(request: Request) -> Principal:
 
 def _routes(app: FastAPI, gw: Gateway, auth: Authenticator, handler: ChatHandler) -> None:
     @app.get("/health")
+    @app.head("/health", include_in_schema=False)
     async def health() -> dict:
         return {"status": "ok", "store": gw.store.describe().split(":", 1)[0]}
+
+    @app.get("/health/liveness")
+    @app.head("/health/liveness", include_in_schema=False)
+    async def liveness() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/health/readiness")
+    @app.head("/health/readiness", include_in_schema=False)
+    async def readiness() -> Response:
+        reasons = await not_ready(gw)
+        body = {"status": "not ready" if reasons else "ready", "reasons": reasons}
+        return JSONResponse(body, status_code=503 if reasons else 200,
+                            headers={"Retry-After": "2"} if reasons else None)
 
     @app.get("/metrics")
     async def metrics(request: Request) -> Response:
@@ -90,19 +108,75 @@ def _routes(app: FastAPI, gw: Gateway, auth: Authenticator, handler: ChatHandler
 
     @app.get("/v1/models")
     async def models(request: Request) -> dict:
-        who, now = principal(request), int(time.time())
-        data = [{"id": name, "object": "model", "created": now, "owned_by": "conclave", "description": text}
-                for name, text in VIRTUAL_MODELS.items()]
-        data += [{"id": e.name, "object": "model", "created": now, "owned_by": "conclave",
-                  "backend": e.backend, "prompt_style": e.prompt_style, "skills": list(e.skills)}
-                 for e in gw.store.list()]
-        return {"object": "list", "data": [m for m in data if who.allows(m["id"])]}
+        who = principal(request)
+        return {"object": "list", "data": [m for m in model_list(gw) if who.allows(m["id"])]}
+
+    @app.get("/v1/models/{model_id}")
+    async def model(model_id: str, request: Request) -> dict:
+        who = principal(request)
+        found = who.allows(model_id) and next((m for m in model_list(gw) if m["id"] == model_id), None)
+        if not found:
+            raise ModelNotFound(f"the model {model_id!r} does not exist: GET /v1/models lists the models "
+                                "this key may use", param="model")
+        return found
 
     @app.post("/v1/chat/completions")
     async def chat(req: ChatRequest, request: Request) -> Response:
         # served by the ASGI fast path (service/http/fastpath.py); this route describes it in the OpenAPI
         # schema, and serves it when the app is built with fast_path=False
         return await handler(req, request.headers, principal(request))
+
+
+def check_store_durable(store, settings: Settings) -> None:
+    """The registry and API keys need a Redis that keeps them on disk (see docs/configuration.md)."""
+    r = getattr(store, "r", None)
+    if settings.redis_url and r is not None:
+        kind = require_persistence(r, store.describe(), settings.allow_volatile_redis)
+        if kind is None:
+            log.warning("the registry's Redis keeps nothing on disk: a restart loses every expert and key "
+                        "(allowed by CONCLAVE_ALLOW_VOLATILE_REDIS)")
+        elif kind == "rdb":
+            log.warning("the registry's Redis keeps only RDB snapshots: changes since the last one are lost in "
+                        "a crash; enable AOF (appendonly yes)")
+
+
+def model_list(gw: Gateway) -> list[dict]:
+    """The virtual models, then the registered experts, as OpenAI model objects."""
+    now = int(time.time())
+    data = [{"id": name, "object": "model", "created": now, "owned_by": "conclave", "description": text}
+            for name, text in VIRTUAL_MODELS.items()]
+    data += [{"id": e.name, "object": "model", "created": now, "owned_by": "conclave",
+              "backend": e.backend, "prompt_style": e.prompt_style, "skills": list(e.skills)}
+             for e in gw.store.list()]
+    return data
+
+
+async def not_ready(gw: Gateway) -> list[str]:
+    """Why this gateway should get no traffic now: draining, router not loaded, store or Redis away."""
+    reasons = []
+    if gw.draining:
+        reasons.append("draining: the gateway is shutting down")
+    if not gw.routers.loaded():
+        reasons.append(f"router {gw.settings.router!r} is not loaded")
+    try:
+        await asyncio.wait_for(asyncio.to_thread(gw.store.list), READY_TIMEOUT_S)
+    except Exception as exc:  # noqa: BLE001 - any failure means not ready; the reason names it
+        reasons.append(f"the registry store does not answer ({type(exc).__name__})")
+    if gw.settings.redis_url and not await _redis_answers(gw.settings.redis_url):
+        reasons.append("Redis does not answer")
+    return reasons
+
+
+async def _redis_answers(url: str) -> bool:
+    import redis.asyncio as aredis
+
+    r = aredis.Redis.from_url(url, socket_timeout=READY_TIMEOUT_S, socket_connect_timeout=READY_TIMEOUT_S)
+    try:
+        return bool(await r.ping())
+    except Exception:  # noqa: BLE001
+        return False
+    finally:
+        await r.aclose()
 
 
 def create_app_from_env() -> FastAPI:

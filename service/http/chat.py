@@ -31,21 +31,21 @@ class ChatHandler:
             raise InvalidRequest(f"field {bad[0]!r} is not accepted: the gateway decides where traffic goes",
                                  param=bad[0])
         who.check_model(req.model)
-        await self.limiter.admit(who)
+        limits = await self.limiter.admit(who)
 
         async def spend(usage: dict | None) -> None:
             await self.limiter.spend_tokens(who, (usage or {}).get("total_tokens", 0))
 
         ticket = ticket_for(headers, who.key_id, req)
         if req.stream:
-            return await _stream(self.gw, req, who, spend, ticket)
+            return await _stream(self.gw, req, who, spend, ticket, limits)
         routed, gen = await self.gw.complete(req, allowed=who.models, ticket=ticket)
         await spend(gen.usage)
         body = completion_body(new_id(), routed.expert.name, gen.text, gen.finish_reason, gen.usage, routed.info())
-        return JSONResponse(body, headers=_headers(routed))
+        return JSONResponse(body, headers={**_headers(routed), **limits})
 
 
-async def _stream(gw: Gateway, req: ChatRequest, who: Principal, spend, ticket=None) -> Response:
+async def _stream(gw: Gateway, req: ChatRequest, who: Principal, spend, ticket=None, limits=None) -> Response:
     routed, chunks = await gw.open_stream(req, allowed=who.models, ticket=ticket)
     it = chunks.__aiter__()
     try:
@@ -79,7 +79,7 @@ async def _stream(gw: Gateway, req: ChatRequest, who: Principal, spend, ticket=N
             yield _sse({**chunk_body(rid, model, {}, None, {"expert": model}), "choices": [], "usage": usage})
         yield "data: [DONE]\n\n"
 
-    return StreamingResponse(events(), media_type="text/event-stream", headers=_headers(routed))
+    return StreamingResponse(events(), media_type="text/event-stream", headers={**_headers(routed), **(limits or {})})
 
 
 def _sse(obj: dict) -> str:

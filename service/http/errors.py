@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import logging
+import math
+import time
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from experts_registry.errors import (ConclaveError, InvalidRequest, NotFound, RateLimited, ShuttingDown, UserError,
-                                     ValidationFailed)
+from experts_registry.errors import (ConclaveError, DependencyUnavailable, InvalidRequest, NotFound, RateLimited,
+                                     ShuttingDown, UpstreamError, UserError, ValidationFailed)
 
 from ..core.metrics import Metrics
+from ..core.redis_retry import is_redis_down, unavailable
 
 log = logging.getLogger("conclave.errors")
 
@@ -20,10 +23,27 @@ log = logging.getLogger("conclave.errors")
 def error_response(exc: ConclaveError, metrics: Metrics | None = None) -> JSONResponse:
     if metrics is not None:
         metrics.errors.labels(exc.type).inc()
+    return JSONResponse(exc.to_body(), status_code=exc.status, headers=error_headers(exc))
+
+
+def error_headers(exc: ConclaveError) -> dict[str, str]:
+    """Retry-After where the error knows when to come back (429, 503); ``x-should-retry: false`` (read by
+    the OpenAI SDKs) on errors the same request cannot get past by retrying."""
     headers = {}
-    if isinstance(exc, (RateLimited, ShuttingDown)):
-        headers["Retry-After"] = str(max(1, int(round(exc.retry_after))))
-    return JSONResponse(exc.to_body(), status_code=exc.status, headers=headers)
+    retry_after = getattr(exc, "retry_after", None)
+    if retry_after is not None and exc.status in (429, 503):
+        headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
+    if not retryable(exc):
+        headers["x-should-retry"] = "false"
+    return headers
+
+
+def retryable(exc: ConclaveError) -> bool:
+    if isinstance(exc, UserError):
+        return isinstance(exc, RateLimited)
+    if isinstance(exc, UpstreamError):
+        return exc.retryable or exc.status in (503, 504)
+    return exc.status >= 503 or isinstance(exc, (ShuttingDown, DependencyUnavailable))
 
 
 def from_validation(exc: RequestValidationError) -> UserError:
@@ -45,12 +65,28 @@ def from_errors(errors: list) -> UserError:
 
 def response_for(exc: Exception, metrics: Metrics) -> JSONResponse:
     """The response for an exception a route raised: its own error, or an opaque 500 (logged)."""
+    if is_redis_down(exc):   # Redis (registry, queue or rate limits) is away: retryable, and logged once a while
+        exc = unavailable(exc)
     if isinstance(exc, ConclaveError):
-        if exc.status >= 500:
+        if exc.status >= 500 and not _quiet(exc):
             log.warning("%s: %s", type(exc).__name__, exc.message)
         return error_response(exc, metrics)
     log.error("unhandled error", exc_info=exc)
     return error_response(ConclaveError("internal error: the gateway logged the details"), metrics)
+
+
+_last_outage_log = [0.0]
+
+
+def _quiet(exc: ConclaveError) -> bool:
+    """A dependency outage is logged once per 30 s, not once per request."""
+    if not isinstance(exc, DependencyUnavailable):
+        return False
+    now = time.monotonic()
+    if now - _last_outage_log[0] < 30:
+        return True
+    _last_outage_log[0] = now
+    return False
 
 
 def install_error_handlers(app: FastAPI, metrics: Metrics) -> None:

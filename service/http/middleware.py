@@ -7,16 +7,21 @@ and the checks run on every request, async path included.
 from __future__ import annotations
 
 import json
+import re
 import time
+import uuid
 
 from experts_registry.errors import AuthenticationError, ConclaveError, PayloadTooLarge
 
 from ..core.config import Settings
 from ..core.metrics import Metrics
+from ..core.redis_retry import is_redis_down, unavailable
 from .auth import Authenticator
+from .errors import error_headers
 
-OPEN_PATHS = {"/health", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}  # the API description is public
-KNOWN_ROUTES = {"/v1/chat/completions", "/v1/models", "/health", "/metrics"}
+OPEN_PATHS = {"/health", "/health/liveness", "/health/readiness", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}  # the API description is public
+KNOWN_ROUTES = {"/v1/chat/completions", "/v1/models", "/health", "/health/liveness", "/health/readiness", "/metrics"}
+REQUEST_ID = re.compile(rb"^[\x21-\x7e]{1,200}$")   # a client's own x-request-id, if it is sane
 
 
 class AuthAndLimits:
@@ -31,10 +36,12 @@ class AuthAndLimits:
             return await self.app(scope, receive, send)
         t0, status = time.perf_counter(), [500]
         route = scope["path"] if scope["path"] in KNOWN_ROUTES else ("/admin" if scope["path"].startswith("/admin/") else "other")
+        rid = request_id(scope)
 
         async def send_wrapped(message):
             if message["type"] == "http.response.start":
                 status[0] = message["status"]
+                message = {**message, "headers": [*message.get("headers", ()), (b"x-request-id", rid)]}
             await send(message)
 
         inflight = self.metrics.child(self.metrics.inflight, route)
@@ -45,6 +52,10 @@ class AuthAndLimits:
                 receive = await self._bounded_body(scope, receive)
             except ConclaveError as exc:  # nothing was sent yet: answer here
                 return await _send_error(send_wrapped, exc, self.metrics)
+            except Exception as exc:  # the key store (Redis) does not answer: 503, not a 500
+                if not is_redis_down(exc):
+                    raise
+                return await _send_error(send_wrapped, unavailable(exc), self.metrics)
             await self.app(scope, receive, send_wrapped)
         finally:
             inflight.dec()
@@ -79,6 +90,14 @@ class AuthAndLimits:
         return _replay([{"type": "http.request", "body": b"".join(chunks), "more_body": False}], receive)
 
 
+def request_id(scope) -> bytes:
+    """The client's ``x-request-id`` when it sent a sane one, else a new one; set on every response."""
+    theirs = dict(scope["headers"]).get(b"x-request-id")
+    rid = theirs if theirs is not None and REQUEST_ID.match(theirs) else f"req_{uuid.uuid4().hex}".encode()
+    scope["conclave.request_id"] = rid.decode()
+    return rid
+
+
 def _replay(messages, then=None):
     pending = list(messages)
 
@@ -95,6 +114,7 @@ async def _send_error(send, exc: ConclaveError, metrics: Metrics) -> None:
     metrics.errors.labels(exc.type).inc()
     body = json.dumps(exc.to_body()).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    headers += [(k.lower().encode(), v.encode()) for k, v in error_headers(exc).items()]
     if isinstance(exc, AuthenticationError):
         headers.append((b"www-authenticate", b"Bearer"))
     await send({"type": "http.response.start", "status": exc.status, "headers": headers})

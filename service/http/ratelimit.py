@@ -60,17 +60,30 @@ class RateLimiter:
     def __init__(self, redis_url: str | None = None, prefix: str = "conclave:"):
         self.counters = RedisCounters(redis_url, prefix) if redis_url else MemoryCounters()
 
-    async def admit(self, p: Principal, now: float | None = None) -> None:
-        """Count one request; refuse it when the key is over its requests or tokens this minute."""
+    async def admit(self, p: Principal, now: float | None = None) -> dict[str, str]:
+        """Count one request; refuse it when the key is over its requests or tokens this minute. Returns
+        the ``x-ratelimit-*`` headers OpenAI clients read (none for a key without limits)."""
         if p.rpm is None and p.tpm is None:
-            return
+            return {}
         minute, retry = _window(time.time() if now is None else now)
-        if p.tpm is not None and await self.counters.get(f"{p.key_id}:tok", minute) >= p.tpm:
-            raise RateLimited(f"this key used its {p.tpm} tokens per minute: retry in {retry:.0f} s",
-                              retry_after=retry)
-        if p.rpm is not None and await self.counters.incr(f"{p.key_id}:req", 1, minute) > p.rpm:
-            raise RateLimited(f"this key made its {p.rpm} requests per minute: retry in {retry:.0f} s",
-                              retry_after=retry)
+        headers: dict[str, str] = {}
+        if p.tpm is not None:
+            used = await self.counters.get(f"{p.key_id}:tok", minute)
+            if used >= p.tpm:
+                raise RateLimited(f"this key used its {p.tpm} tokens per minute: retry in {retry:.0f} s",
+                                  retry_after=retry)
+            headers.update({"x-ratelimit-limit-tokens": str(p.tpm),
+                            "x-ratelimit-remaining-tokens": str(max(0, p.tpm - used)),
+                            "x-ratelimit-reset-tokens": f"{retry:.0f}s"})
+        if p.rpm is not None:
+            count = await self.counters.incr(f"{p.key_id}:req", 1, minute)
+            if count > p.rpm:
+                raise RateLimited(f"this key made its {p.rpm} requests per minute: retry in {retry:.0f} s",
+                                  retry_after=retry)
+            headers.update({"x-ratelimit-limit-requests": str(p.rpm),
+                            "x-ratelimit-remaining-requests": str(max(0, p.rpm - count)),
+                            "x-ratelimit-reset-requests": f"{retry:.0f}s"})
+        return headers
 
     async def spend_tokens(self, p: Principal, tokens: int, now: float | None = None) -> None:
         if p.tpm is not None and tokens > 0:

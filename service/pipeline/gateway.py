@@ -11,7 +11,8 @@ from typing import AsyncIterator
 
 from experts_registry import Store
 from experts_registry.store import CachedStore
-from experts_registry.errors import (ConfigError, ExpertNotFound, ExpertTimeout, InvalidRequest, ModelNotFound,
+from experts_registry.errors import (ConfigError, ExpertNotFound, ExpertTimeout, ExpertUnavailable, InvalidRequest,
+                                     ModelNotFound,
                                      PermissionDenied, ShuttingDown, UpstreamError, ValidationFailed)
 from experts_registry.model import Expert
 from router import Decision
@@ -64,6 +65,7 @@ class Gateway:
         self.metrics = metrics or Metrics()
         self.breakers = Breakers(settings.breaker_failures, settings.breaker_cooldown)
         self.routers = RouterHost(settings)
+        self.draining = False   # SIGTERM came: /health/readiness fails so load balancers move on
 
     async def resolve(self, req: ChatRequest, allowed: tuple[str, ...] = ()) -> Routed:
         if req.model in VIRTUAL_MODELS:
@@ -110,10 +112,14 @@ class Gateway:
         return {"skills": words} if words else {}
 
     def params(self, req: ChatRequest) -> GenParams:
+        if req.max_tokens is not None and req.max_completion_tokens is not None:
+            raise InvalidRequest("send max_completion_tokens or the older max_tokens, not both: drop max_tokens",
+                                 param="max_tokens")
+        field = "max_completion_tokens" if req.max_completion_tokens is not None else "max_tokens"
         wanted = req.max_completion_tokens or req.max_tokens
         if wanted is not None and wanted > self.settings.max_tokens_cap:
-            raise InvalidRequest(f"max_tokens {wanted} is above this gateway's cap of "
-                                 f"{self.settings.max_tokens_cap}", param="max_tokens")
+            raise InvalidRequest(f"{field} {wanted} is above this gateway's cap of "
+                                 f"{self.settings.max_tokens_cap} (CONCLAVE_MAX_TOKENS_CAP)", param=field)
         if len(req.messages) > self.settings.max_messages:
             raise InvalidRequest(f"too many messages ({len(req.messages)} > {self.settings.max_messages})",
                                  param="messages")
@@ -145,6 +151,7 @@ class Gateway:
 
     def drain(self, deadline: float) -> None:
         """Shutdown began: requests waiting on the Redis queue get a retryable 503 at ``deadline``."""
+        self.draining = True
         if (queue := self._queue()) is not None:
             queue.drain(deadline)
 
@@ -189,7 +196,31 @@ class Gateway:
         """One expert's answer as a stream: under the deadline, counted in the metrics, behind its
         circuit breaker, retried (before the first token only) on retryable upstream errors."""
         breaker = self.breakers.get(expert.name)
-        breaker.check(expert.name, time.monotonic())
+        mine = await self._admitted(expert.name, breaker)
+        try:
+            async for delta in self._attempts(expert, messages, params, ticket, breaker):
+                yield delta
+        finally:
+            breaker.release(mine)   # a trial that ended without a verdict hands over to the next caller
+
+    async def _admitted(self, name: str, breaker):
+        """Wait (within the expert deadline) while another call is the half-open breaker's trial;
+        ExpertUnavailable with the time left when the breaker is open, or the trial outlasts the wait."""
+        end = time.monotonic() + self.settings.expert_timeout
+        while True:
+            mine, trial = breaker.check(name, time.monotonic())
+            if trial is None:
+                return mine
+            left = end - time.monotonic()
+            try:
+                async with asyncio.timeout(max(left, 0)):
+                    await trial.wait()
+            except TimeoutError:
+                raise ExpertUnavailable(f"expert {name!r} is recovering and its trial call is still running: "
+                                        f"retry in {self.settings.expert_timeout:.0f} s", expert=name,
+                                        retry_after=max(1.0, self.settings.expert_timeout)) from None
+
+    async def _attempts(self, expert: Expert, messages: list[dict], params: GenParams, ticket, breaker):
         for attempt in range(self.settings.retries + 1):
             chunks = self._stream(expert, messages, params, ticket)
             it = self._guarded(expert.name, chunks)

@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -19,32 +21,56 @@ from experts_registry.errors import ExpertUnavailable, UpstreamError
 
 @dataclass
 class Breaker:
+    """Closed (calls pass), open (calls fail fast for the rest of ``cooldown``), half-open (one trial
+    call runs; the others wait for its outcome through ``trial_done``). Only the expert's own failures
+    count: a caller's mistake (a UserError) neither opens nor closes it."""
     threshold: int = 3
     cooldown: float = 30.0
     failures: int = 0
     opened_at: float | None = None
     trial: bool = False
+    trial_done: asyncio.Event | None = field(default=None, repr=False)
 
-    def check(self, expert: str, now: float) -> None:
+    def check(self, expert: str, now: float) -> tuple[asyncio.Event | None, asyncio.Event | None]:
+        """(mine, wait): ``wait`` is an Event to wait on while another call is the half-open trial; else
+        the call may go, and ``mine`` is set when it is the trial. ExpertUnavailable, with an honest
+        retry_after, while the breaker is open."""
         if self.opened_at is None:
-            return
+            return None, None
         left = self.cooldown - (now - self.opened_at)
-        if left > 0 or self.trial:
+        if left > 0:
             raise ExpertUnavailable(f"expert {expert!r} is cooling down after {self.failures} failures in a row: "
-                                    f"retried in {max(left, 0):.0f} s", expert=expert)
-        self.trial = True  # half-open: let exactly one call through
+                                    f"retry in {max(1, math.ceil(left))} s", expert=expert,
+                                    retry_after=max(1.0, left))
+        if self.trial:
+            return None, self.trial_done
+        self.trial, self.trial_done = True, asyncio.Event()   # half-open: exactly one call goes through
+        return self.trial_done, None
+
+    def _end_trial(self) -> None:
+        self.trial = False
+        if self.trial_done is not None:
+            self.trial_done.set()
+            self.trial_done = None
 
     def success(self) -> None:
-        self.failures, self.opened_at, self.trial = 0, None, False
+        self.failures, self.opened_at = 0, None
+        self._end_trial()
 
     def failure(self, now: float) -> bool:
         """Count a failure; True when this one opened (or re-opened) the breaker."""
         self.failures += 1
-        self.trial = False
+        self._end_trial()
         if self.failures >= self.threshold:
             self.opened_at = now
             return True
         return False
+
+    def release(self, mine: asyncio.Event | None) -> None:
+        """The trial call ``mine`` ended without a verdict (the client left, or its own request was at
+        fault): the next waiting call becomes the trial."""
+        if mine is not None and self.trial and self.trial_done is mine:
+            self._end_trial()
 
 
 @dataclass

@@ -7,12 +7,13 @@ a worker thread) and hands ``route()`` everything it needs.
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from experts_registry.errors import InvalidRequest
+from experts_registry.errors import ConfigError, InvalidRequest, RouterUnavailable
 from experts_registry.model import Expert
 from router import ROUTERS, Decision, RouteRequest
 
@@ -20,6 +21,7 @@ from ..core.config import Settings
 
 TRAINED = ("skills", "coe", "knn", "correct")
 DEFAULT_TRAINED, DEFAULT_UNTRAINED = "correct", "declared"
+log = logging.getLogger("conclave.routing")
 
 
 def router_dir(settings: Settings) -> Path:
@@ -49,7 +51,15 @@ class RouterHost:
             options = {"generalist": self.settings.generalist}
             if name in TRAINED:
                 options["state"] = str(router_dir(self.settings) / name)
-            self._routers[name] = ROUTERS[name](**options)   # ConfigError when it was never trained
+            try:
+                self._routers[name] = ROUTERS[name](**options)
+            except ConfigError as exc:   # never trained, or its state is unreadable: the log has the path
+                log.warning("router %s cannot load: %s", name, exc.message)
+                how = ("'conclave profile build' (or 'conclave profile build --replay')" if name == "skills"
+                       else f"'conclave router train {name}'")
+                raise RouterUnavailable(
+                    f"router {name!r} is not trained on this gateway: an operator builds it with {how}; "
+                    "until then name another router (e.g. 'tags', which needs no training)", param="conclave.router") from None
         return self._routers[name]
 
     def encoder(self, name: str):
@@ -86,6 +96,10 @@ class RouterHost:
             enc = self.encoder(getattr(router, "encoder", None) or "all-minilm-l6-v2")
             metadata["skill_embeddings"] = await asyncio.to_thread(enc.encode, list(metadata["skills"]))
         return router.route(RouteRequest(text=text, embedding=embedding, metadata=metadata), candidates, k=k)
+
+    def loaded(self, name: str | None = None) -> bool:
+        """Whether the router (default: the configured one) is loaded and ready to route."""
+        return (name or self.settings.router) in self._routers
 
     def warm(self) -> None:
         """Load the configured router and its encoder now (at start), so a bad config fails fast."""

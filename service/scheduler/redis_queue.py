@@ -26,9 +26,11 @@ import asyncio
 import json
 import time
 import uuid
+from contextlib import suppress
 from dataclasses import asdict, dataclass
 
-from experts_registry.errors import ExpertUnavailable, RateLimited, ShuttingDown, UpstreamError
+from experts_registry.errors import (ContextLengthExceeded, DependencyUnavailable, ExpertUnavailable, RateLimited, ShuttingDown,
+                                     UpstreamError)
 from experts_registry.model import Expert
 
 from ..core.backend import Delta, GenParams
@@ -57,7 +59,7 @@ redis.call('EXPIRE', KEYS[1], ARGV[1])
 return false
 """
 FORGET = "if redis.call('HGET', KEYS[1], 'job') == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
-ERRORS = {"expert_unavailable": ExpertUnavailable}
+ERRORS = {"expert_unavailable": ExpertUnavailable, "context_length_exceeded": ContextLengthExceeded}
 POLL_S = 0.5   # longest blocking read: a client that leaves, or a shutdown, is noticed within it
 
 
@@ -99,7 +101,7 @@ class RedisFront:
 
     async def stream(self, expert: Expert, messages: list[dict], params: GenParams, ticket: Ticket | None = None):
         r = self._redis()
-        job_id, queued, answered = uuid.uuid4().hex, False, False
+        job_id, queued, answered, entry = uuid.uuid4().hex, False, False, None
         try:
             if await r.xlen(self.keys["jobs"]) >= self.queue_total:
                 raise RateLimited(f"the shared queue is full ({self.queue_total} jobs; CONCLAVE_SCHED_QUEUE_TOTAL): "
@@ -107,20 +109,21 @@ class RedisFront:
             fields = {"id": job_id, "expert": expert.to_json(), "messages": json.dumps(messages),
                       "params": json.dumps(asdict(params)), "ttl": str(self.answer_ttl)}
             if ticket is None:
-                await r.xadd(self.keys["jobs"], fields)
+                entry = await r.xadd(self.keys["jobs"], fields)
             else:
                 twin = await self._enqueue(r, ticket, expert, {**fields, "request": ticket.rid})
                 if twin is not None:   # the same key arrived a moment earlier: its answer is this one's
                     check_same_body(ticket, twin.body)
                     job_id = twin.job
             queued = True
-            answer = await self._answer(r, job_id, expert.name, ticket and ticket.rid)
+            answer = await self._answer(r, job_id, expert.name, ticket and ticket.rid, entry)
             answered = True
             for delta in _deltas(answer):
                 yield delta
         finally:
             if queued and not answered and ticket is None:
-                await asyncio.shield(r.set(self.keys["cancel"] + job_id, 1, ex=3600))
+                with suppress(Exception):   # Redis away: the job went with it, or a worker answers no one
+                    await asyncio.shield(r.set(self.keys["cancel"] + job_id, 1, ex=3600))
             await r.aclose()
 
     async def find(self, ticket: Ticket) -> Recorded | None:
@@ -165,16 +168,16 @@ class RedisFront:
                              ticket.body, fields["id"], expert.to_json(), json.dumps(ticket.route), *flat)
         return Recorded.of(known)
 
-    async def _answer(self, r, job_id: str, expert: str, rid: str | None) -> dict:
+    async def _answer(self, r, job_id: str, expert: str, rid: str | None, entry=None) -> dict:
         """Wait for a job's answer; an error answer forgets a keyed request, so that a retry runs again."""
-        answer = await self._wait(r, job_id, kept=rid is not None)
+        answer = await self._wait(r, job_id, kept=rid is not None, entry=entry)
         if "error" in answer:
             if rid is not None:
                 await r.eval(FORGET, 1, self.keys["request"] + rid, job_id)
             raise ERRORS.get(answer.get("code"), UpstreamError)(answer["error"], expert=expert)
         return answer
 
-    async def _wait(self, r, job_id: str, kept: bool) -> dict:
+    async def _wait(self, r, job_id: str, kept: bool, entry=None) -> dict:
         while True:
             if kept and (stored := await r.get(self.keys["answer"] + job_id)) is not None:
                 return json.loads(stored)
@@ -185,6 +188,12 @@ class RedisFront:
             reply = await r.blpop([self.keys["reply"] + job_id], timeout=timeout)
             if reply is not None:
                 return json.loads(reply[1])
+            if entry is not None and not await r.xrange(self.keys["jobs"], entry, entry):
+                reply = await r.lpop(self.keys["reply"] + job_id)   # answered just now, or lost with Redis
+                if reply is not None:
+                    return json.loads(reply)
+                raise DependencyUnavailable("your queued request was lost: Redis restarted without keeping its "
+                                            "queue (no AOF); retry it", retry_after=1)
 
     async def close(self) -> None:
         return None

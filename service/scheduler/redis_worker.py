@@ -17,10 +17,12 @@ import os
 import signal
 import threading
 import time
+from contextlib import suppress
 
 from experts_registry.errors import ConfigError
 from experts_registry.model import Expert
 
+from ..core.redis_retry import Outage, is_redis_down
 from ..workers.base import Job, Worker
 from .local import serve_batch
 from .policy import BatchPolicy, Pending, policy_from
@@ -46,19 +48,42 @@ class RedisWorkerLoop:
         self._lock = threading.Lock()
 
     def run(self) -> None:
+        self._create_group()
+        threading.Thread(target=self._heartbeat, daemon=True).start()
+        outage = Outage(log, f"worker {self.name}")
+        while not self.stop.is_set():
+            try:
+                self._step()
+            except Exception as exc:  # Redis went away: wait, reconnect, re-create what a restart lost
+                if not (is_redis_down(exc) or "NOGROUP" in str(exc)):
+                    raise
+                self.stop.wait(outage.failed(exc))
+                with suppress(Exception):
+                    self._create_group()
+                continue
+            outage.recovered()
+        self.worker.close()
+
+    def _step(self) -> None:
+        self._fetch(block_ms=self._block_ms())
+        pick = self.policy.next(self.worker.loaded(), time.monotonic())
+        if pick is not None:
+            try:
+                self._serve(pick)
+            except Exception:
+                with self._lock:   # Redis went away mid-batch: XAUTOCLAIM hands back what it kept
+                    for item in pick.items:
+                        self.held.pop(item.id, None)
+                raise
+            finally:
+                self.policy.done(pick.expert)
+
+    def _create_group(self) -> None:
         try:
             self.r.xgroup_create(self.keys["jobs"], GROUP, id="0", mkstream=True)
         except Exception as exc:  # BUSYGROUP: it exists already
             if "BUSYGROUP" not in str(exc):
                 raise
-        threading.Thread(target=self._heartbeat, daemon=True).start()
-        while not self.stop.is_set():
-            self._fetch(block_ms=self._block_ms())
-            pick = self.policy.next(self.worker.loaded(), time.monotonic())
-            if pick is not None:
-                self._serve(pick)
-                self.policy.done(pick.expert)
-        self.worker.close()
 
     def _block_ms(self) -> int:
         """How long to wait for new jobs: not at all with work ready, until a held expert's reload
@@ -107,7 +132,7 @@ class RedisWorkerLoop:
         self.r.xack(self.keys["jobs"], GROUP, entry_id)
         self.r.xdel(self.keys["jobs"], entry_id)
         with self._lock:
-            del self.held[job.id]
+            self.held.pop(job.id, None)
 
     def _answer(self, fields: dict, out: list) -> None:
         """Publish a job's answer (a keyed request's is also kept for its ttl, see ``redis_queue``)."""
@@ -125,7 +150,8 @@ class RedisWorkerLoop:
             with self._lock:
                 ids = [h[0] for h in self.held.values()]
             if ids:
-                self.r.xclaim(self.keys["jobs"], GROUP, self.name, 0, ids, justid=True)
+                with suppress(Exception):   # Redis away: the main loop reports and reconnects
+                    self.r.xclaim(self.keys["jobs"], GROUP, self.name, 0, ids, justid=True)
 
 
 def make_worker(kind: str, settings, name: str) -> Worker:
@@ -148,6 +174,7 @@ def serve_worker(name: str, kind: str = "llamacpp", reclaim_ms: int = 5000) -> N
         raise ConfigError("set CONCLAVE_REDIS_URL: a worker process serves the gateways' Redis queue")
     loop = RedisWorkerLoop(s.redis_url, s.redis_prefix, make_worker(kind, s, name),
                            policy_from(s), name, reclaim_ms)
+    loop.r.ping()   # Redis must answer at start (one clean line from the CLI if not); later outages are waited out
     signal.signal(signal.SIGTERM, lambda *_: loop.stop.set())
     log.info("worker %s serving %s", name, loop.keys["jobs"])
     loop.run()

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from experts_registry.bundled import resolve_gguf
-from experts_registry.errors import ExpertUnavailable, UpstreamError
+from experts_registry.errors import ConclaveError, ContextLengthExceeded, ExpertUnavailable, UpstreamError
 from experts_registry.model import Expert
 
 from ..core.backend import Delta, usage_dict
@@ -65,7 +65,7 @@ class LlamaCppWorker(Worker):
                 continue
             try:
                 _generate(model, expert, job)
-            except UpstreamError as exc:
+            except ConclaveError as exc:   # the expert's failure, or the caller's (a prompt too long)
                 job.fail(exc)
             except Exception as exc:  # reported to the waiting request, never lost
                 log.warning("generation for %s failed: %s", expert.name, exc)
@@ -112,14 +112,26 @@ def _render(model: Loaded, expert: Expert, messages: list[dict]) -> tuple[str, l
     return rendered.prompt, stop + list(expert.stop)
 
 
+def check_context(expert: Expert, prompt_tokens: int, n_ctx: int) -> None:
+    """Refuse (400, before generating) a prompt that leaves no room for one token of answer."""
+    if prompt_tokens >= n_ctx:
+        raise ContextLengthExceeded(
+            f"this model's maximum context length is {n_ctx} tokens, but your messages came to {prompt_tokens} "
+            f"tokens (expert {expert.name!r}): shorten the messages or pick an expert with a longer context",
+            expert=expert.name)
+
+
 def _generate(model: Loaded, expert: Expert, job: Job) -> None:
     prompt, stop = _render(model, expert, job.messages)
     llm, p = model.llm, job.params
     prompt_tokens = len(llm.tokenize(prompt.encode(), add_bos=True, special=True))
+    check_context(expert, prompt_tokens, llm.n_ctx())
     kwargs = {"max_tokens": p.max_tokens, "stop": (stop + list(p.stop)) or None, "stream": True}
-    for name in ("temperature", "top_p", "seed"):
+    for name in ("temperature", "top_p"):
         if getattr(p, name) is not None:
             kwargs[name] = getattr(p, name)
+    if p.seed is not None:   # llama.cpp takes a 32-bit seed: any client integer maps onto one
+        kwargs["seed"] = p.seed & 0xFFFFFFFF
     parts, finish = [], "stop"
     for chunk in llm.create_completion(prompt, **kwargs):
         if job.cancel.is_set():

@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from experts_registry.errors import ExpertUnavailable, UpstreamError
+from experts_registry.errors import ConclaveError, ContextLengthExceeded, ExpertUnavailable, UpstreamError
 from experts_registry.model import Expert
 
 from ..core.backend import Delta, usage_dict
@@ -153,10 +153,11 @@ def _prepare(engine: Engine, expert: Expert, jobs: list[Job]) -> list[tuple[Job,
             ids = _prompt_ids(engine.tokenizer, expert, job.messages)
             room = engine.max_len - len(ids)
             if room < 1:
-                raise UpstreamError(f"the prompt has {len(ids)} tokens but expert {expert.name!r} on vLLM "
-                                    f"takes at most {engine.max_len - 1}: shorten it", expert=expert.name)
+                raise ContextLengthExceeded(
+                    f"this model's maximum context length is {engine.max_len} tokens, but your messages came to "
+                    f"{len(ids)} tokens (expert {expert.name!r}): shorten the messages", expert=expert.name)
             ready.append((job, ids, _sampling(expert, job, room)))
-        except UpstreamError as exc:
+        except ConclaveError as exc:
             job.fail(exc)
         except Exception as exc:  # a template or tokenizer error: this job's own failure
             job.fail(UpstreamError(f"expert {expert.name!r} could not render the prompt: {exc}", expert=expert.name))
