@@ -146,7 +146,8 @@ def test_replay_out_writes_the_results_format(tmp_path):
     assert r.exit_code == 0, r.output
     figures = json.loads((tmp_path / "figures.json").read_text())["figures"]
     cells = {d.name for d in out.iterdir() if d.is_dir()}
-    assert cells == {"knn-k1", "knn-k2", "baseline-best_single", "baseline-category_best", "baseline-vote_top3"}
+    assert cells == {"knn-k1", "knn-k2", "baseline-best_single", "baseline-category_best", "baseline-vote_top3",
+                     "baseline-category_predicted"}
     recs = RunDir(out / "knn-k2").records()
     assert len(recs) == 7 and recs[0]["id"] == "replay/100" and recs[0]["category"] in ("math", "law")
     assert {"experts", "candidates", "final_answer", "correct", "parsed", "routing", "gold"} <= set(recs[0])

@@ -71,7 +71,7 @@ def test_routed_model_answers_and_explains(client):
         model="conclave-auto", messages=[{"role": "user", "content": "Give me one fact about facts."}],
         max_tokens=8, temperature=0)
     assert raw.headers["x-conclave-expert"] == "gemma-3-270m" and "facts" in raw.headers["x-conclave-route"]
-    assert raw.parse().to_dict()["conclave"]["route"]["router"] == "tags"
+    assert raw.parse().to_dict()["conclave"]["route"]["router"] == "declared"   # the untrained default
 
 
 def test_models_lists_experts_and_virtual_model(client):

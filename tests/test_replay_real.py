@@ -45,6 +45,7 @@ def test_real_replay_on_a_subset(tmp_path):
     r = CliRunner().invoke(bench, ["replay", "--train-questions", str(q), "--train-predictions", str(p),
                                    "--pool", "small-17", "--router", "knn", "--router", "coe",
                                    "--router", "skills", "--k", "1", "--k", "3",
+                                   "--encoder", "all-minilm-l6-v2",
                                    "--cache-dir", str(tmp_path / "cache"), "--json", str(out)])
     assert r.exit_code == 0, r.output
     res = json.loads(out.read_text())

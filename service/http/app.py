@@ -12,7 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from experts_registry import offer_bundled, open_store
-from experts_registry.errors import ModelNotFound
+from experts_registry.errors import ConclaveError, ModelNotFound
 
 from ..backends import BackendPool
 from ..core.config import Settings, load_settings
@@ -156,8 +156,10 @@ async def not_ready(gw: Gateway) -> list[str]:
     reasons = []
     if gw.draining:
         reasons.append("draining: the gateway is shutting down")
-    if not gw.routers.loaded():
-        reasons.append(f"router {gw.settings.router!r} is not loaded")
+    try:                        # loads it on first use (a router trained since the start becomes the default)
+        await asyncio.to_thread(gw.routers.get)
+    except ConclaveError as exc:
+        reasons.append(f"router {gw.routers.default_name()!r} is not loaded: {exc.message}")
     try:
         await asyncio.wait_for(asyncio.to_thread(gw.store.list), READY_TIMEOUT_S)
     except Exception as exc:  # noqa: BLE001 - any failure means not ready; the reason names it

@@ -99,7 +99,7 @@ class RouterHost:
 
     def loaded(self, name: str | None = None) -> bool:
         """Whether the router (default: the configured one) is loaded and ready to route."""
-        return (name or self.settings.router) in self._routers
+        return (name or self.default_name()) in self._routers
 
     def warm(self) -> None:
         """Load the configured router and its encoder now (at start), so a bad config fails fast."""
