@@ -33,6 +33,7 @@ from experts_registry.model import Expert
 
 from ..core.backend import Delta, GenParams
 from ..core.idempotency import HEADER, Ticket, check_same_body
+from .placement import ADMIT, base_of
 
 GROUP = "workers"
 PUBLISH = """
@@ -76,13 +77,14 @@ class Recorded:
     route: dict | None
     entry: str
     answered: bool = False
+    stream: str | None = None   # the expert's stream once a worker moved the job there (``placement``)
 
     @classmethod
     def of(cls, fields: list) -> "Recorded | None":
         if not fields or fields[0] is None:
             return None
-        body, job, expert, route, entry = (f.decode() if isinstance(f, bytes) else f for f in fields)
-        return cls(body, job, Expert.from_json(expert), json.loads(route), entry)
+        body, job, expert, route, entry, *stream = (f.decode() if isinstance(f, bytes) else f for f in fields)
+        return cls(body, job, Expert.from_json(expert), json.loads(route), entry, stream=(stream or [None])[0])
 
 
 class RedisFront:
@@ -90,6 +92,7 @@ class RedisFront:
 
     def __init__(self, url: str, prefix: str, queue_total: int = 256, answer_ttl: int = 3600):
         self.url, self.keys, self.queue_total, self.answer_ttl = url, keys(prefix), queue_total, answer_ttl
+        self.prefix = prefix
         self.deadline: float | None = None   # time.monotonic() at which waiting requests get a 503 (shutdown)
 
     def drain(self, deadline: float) -> None:
@@ -101,7 +104,7 @@ class RedisFront:
         r = self._redis()
         job_id, queued, answered = uuid.uuid4().hex, False, False
         try:
-            if await r.xlen(self.keys["jobs"]) >= self.queue_total:
+            if await self._queued(r, expert) >= self.queue_total:
                 raise RateLimited(f"the shared queue is full ({self.queue_total} jobs; CONCLAVE_SCHED_QUEUE_TOTAL): "
                                   "retry after the Retry-After delay", retry_after=5)
             fields = {"id": job_id, "expert": expert.to_json(), "messages": json.dumps(messages),
@@ -129,12 +132,12 @@ class RedisFront:
         r = self._redis()
         try:
             rec = Recorded.of(await r.hmget(self.keys["request"] + ticket.rid, "body", "job", "expert", "route",
-                                            "entry"))
+                                            "entry", "stream"))
             if rec is None:
                 return None
             check_same_body(ticket, rec.body)
             rec.answered = bool(await r.exists(self.keys["answer"] + rec.job))
-            if rec.answered or await r.xrange(self.keys["jobs"], rec.entry, rec.entry):
+            if rec.answered or await r.xrange(rec.stream or self.keys["jobs"], rec.entry, rec.entry):
                 return rec
             rec.answered = bool(await r.exists(self.keys["answer"] + rec.job))   # answered in between?
             if rec.answered:
@@ -152,6 +155,16 @@ class RedisFront:
                 yield delta
         finally:
             await r.aclose()
+
+    async def _queued(self, r, expert: Expert) -> int:
+        """Jobs queued in the cluster; ExpertUnavailable (503) when live workers are registered and none
+        of them can host ``expert`` (with no live worker at all, the job waits for one)."""
+        total, live, fit = await r.eval(ADMIT, 0, base_of(self.prefix), expert.memory_mb or "", self.keys["jobs"])
+        if live and not fit:
+            raise ExpertUnavailable(f"expert {expert.name!r} needs {expert.memory_mb} MB and none of the {live} live "
+                                    "workers can host it (CONCLAVE_WORKER_MEMORY_MB): start a worker with room for "
+                                    "it or pick another expert", expert=expert.name)
+        return int(total)
 
     def _redis(self):
         import redis.asyncio as aredis
