@@ -23,8 +23,9 @@ unless a replica is wanted.  The rules, in order:
    ``pending * gen_s / h > replica_fraction * max_wait`` and ``pending > max_batch``: its holders
    cannot drain it within a fraction of the wait bound, so another worker may load a copy.
 
-``cold_after`` adapts to each expert's arrival rate as this worker observed it: five mean gaps
-(a Poisson gap that long has probability e^-5 < 1%), at most ``max_wait / 4`` and at least 50 ms.
+``cold_after`` adapts to each expert's arrival rate as this worker observed it: ten mean gaps
+(a Poisson gap that long has probability e^-10, so a busy expert is not mistaken for a finished one
+even over thousands of arrivals), at most ``max_wait / 4`` and at least 50 ms.
 """
 
 from __future__ import annotations
@@ -58,6 +59,9 @@ class Choice:
     evict: tuple[str, ...] = ()
 
 
+COLD_GAPS = 10.0   # an expert is cold after this many mean gaps without an arrival
+
+
 class AffinityPolicy:
     def __init__(self, max_batch: int = 8, max_wait: float = 10.0, replica_fraction: float = 0.5):
         self.max_batch = max(1, max_batch)
@@ -85,7 +89,7 @@ class AffinityPolicy:
     def cold_after(self, expert: str, now: float) -> float:
         rate = self.rate(expert, now)
         cap = self.max_wait / 4
-        return cap if rate <= 0 else min(cap, max(0.05, 5.0 / rate))
+        return cap if rate <= 0 else min(cap, max(0.05, COLD_GAPS / rate))
 
     # -- the decision --------------------------------------------------------
     def score(self, q: Queue, now: float) -> float:

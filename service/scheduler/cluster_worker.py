@@ -105,6 +105,9 @@ class AffinityWorkerLoop(_Registered, RedisWorkerLoop):
             if choice.load and not self.placement.claim(choice.expert, choice.replica,
                                                         len(view.holders.get(choice.expert, {}))):
                 continue
+            if choice.load:
+                log.info("worker %s loads %s (%s%s)", self.name, choice.expert, choice.reason,
+                         ", replica" if choice.replica else "")
             if self._serve_choice(choice, view.now):
                 return True
             if choice.load:

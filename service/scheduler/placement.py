@@ -245,3 +245,17 @@ def report(r, prefix: str) -> dict:
         placement[name] = {"holders": live, "queued": int(r.xlen(base + "q:" + name))}
     return {"workers": out, "placement": placement,
             "loads_total": sum(sum(w["loads"].values()) for w in out)}
+
+
+def report_source(url: str, prefix: str, timeout_s: float = 1.0):
+    """A callable giving ``report`` (for /metrics at scrape time); an empty report when Redis does not answer."""
+    import redis
+
+    r = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+
+    def read() -> dict:
+        try:
+            return report(r, prefix)
+        except Exception:
+            return {}
+    return read
