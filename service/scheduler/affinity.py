@@ -72,8 +72,10 @@ class AffinityPolicy:
     # -- what this worker has observed -------------------------------------
     def observe(self, view: ClusterView) -> None:
         for name, q in view.queues.items():
-            samples = self._seen.setdefault(name, deque())
-            if not samples or samples[-1][1] != q.arrived:
+            samples = self._seen.get(name)
+            if samples is None:   # the arrivals seen at first sight came since the last look (or a moment before)
+                samples = self._seen[name] = deque([(view.now - 1.0, 0)])
+            if samples[-1][1] != q.arrived:
                 samples.append((view.now, q.arrived))
             while len(samples) > 2 and samples[1][0] < view.now - self.max_wait:
                 samples.popleft()
@@ -81,10 +83,10 @@ class AffinityPolicy:
     def rate(self, expert: str, now: float) -> float:
         """Arrivals per second of ``expert`` over this worker's recent samples (0 when unknown)."""
         samples = self._seen.get(expert)
-        if not samples or len(samples) < 2:
+        if not samples:
             return 0.0
         (t0, n0), (_, n1) = samples[0], samples[-1]
-        return (n1 - n0) / max(now - t0, 1e-3)
+        return (n1 - n0) / max(now - t0, 1.0)
 
     def cold_after(self, expert: str, now: float) -> float:
         rate = self.rate(expert, now)
