@@ -44,6 +44,7 @@ def simulate_cluster(mode: str, arrivals: list[tuple[float, str]], cost: Cost, w
     queues: dict[str, deque[Pending]] = {}
     arrived: dict[str, int] = {}
     last: dict[str, float] = {}
+    loaded_at: dict[str, float] = {}   # placement's loaded_at: expert -> its last load, any worker
     fifo: deque[Pending] = deque()
     pols = ([AffinityPolicy(max_batch, max_wait, replica_fraction) for _ in ws] if mode == "affinity"
             else [BatchPolicy(max_batch, max_wait, max_wait) for _ in ws])
@@ -66,7 +67,8 @@ def simulate_cluster(mode: str, arrivals: list[tuple[float, str]], cost: Cost, w
             if w.busy_until > now:
                 continue
             if mode == "affinity":
-                started = _affinity_step(w, pols[k], ws, queues, arrived, last, now, cost, res, max_batch)
+                started = _affinity_step(w, pols[k], ws, queues, arrived, last, loaded_at, now, cost, res,
+                                         max_batch)
             else:
                 started = _shared_step(w, pols[k], fifo, now, cost, res)
             if started:
@@ -78,7 +80,8 @@ def simulate_cluster(mode: str, arrivals: list[tuple[float, str]], cost: Cost, w
     return res
 
 
-def _serve(w: _W, expert: str, items: list[Pending], now: float, cost: Cost, res: Result) -> None:
+def _serve(w: _W, expert: str, items: list[Pending], now: float, cost: Cost, res: Result,
+           loaded_at: dict | None = None) -> None:
     took = 0.0
     if expert not in w.loaded:
         took += cost.unload_s * len(w.loaded)
@@ -90,6 +93,8 @@ def _serve(w: _W, expert: str, items: list[Pending], now: float, cost: Cost, res
         w.loads += 1
         res.loads += 1
         res.load_times.setdefault(expert, []).append(now)
+        if loaded_at is not None:
+            loaded_at[expert] = now
     end = now + took
     for item in items:
         end += cost.gen_s
@@ -100,13 +105,13 @@ def _serve(w: _W, expert: str, items: list[Pending], now: float, cost: Cost, res
     res.makespan = max(res.makespan, end)
 
 
-def _affinity_step(w, pol, ws, queues, arrived, last, now, cost, res, max_batch) -> bool:
+def _affinity_step(w, pol, ws, queues, arrived, last, loaded_at, now, cost, res, max_batch) -> bool:
     holders = {}
     for other in ws:
         for e in other.loaded:
             holders.setdefault(e, {})[other.name] = "loaded"
     view = ClusterView(now, {e: Queue(len(q), q[0].at if q else now, last[e], arrived[e]) for e, q in queues.items()},
-                       holders, {x.name: 1 for x in ws})
+                       holders, {x.name: 1 for x in ws}, loaded_at)
     gen_s, load_s = w.means()
     for choice in pol.decide(view, w.name, list(w.loaded), 1, gen_s, load_s):
         held_by = [n for n in holders.get(choice.expert, {}) if n != w.name]
@@ -116,7 +121,7 @@ def _affinity_step(w, pol, ws, queues, arrived, last, now, cost, res, max_batch)
         if not q:
             continue
         items = [q.popleft() for _ in range(min(len(q), max_batch))]
-        _serve(w, choice.expert, items, now, cost, res)
+        _serve(w, choice.expert, items, now, cost, res, view.loaded_at)
         return True
     return False
 

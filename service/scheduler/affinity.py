@@ -16,9 +16,12 @@ unless a replica is wanted.  The rules, in order:
    same score as ``BatchPolicy``.  With a free slot it loads at once.  With no free slot it evicts
    one of its idle experts only when that costs no reload later: the idle expert is *cold* (no
    arrival for ``cold_after`` seconds) or the candidate is *urgent* (its oldest request reaches
-   ``urgent_at`` = 0.9 max_wait - load_s - 2 max_batch gen_s, the last moment to load and serve it
-   within the bound).  Holding a warm expert rather than swapping it out is what keeps loads near
+   ``urgent_at`` = max(max_wait / 2, 0.9 max_wait - load_s - (min(n, max_batch) + max_batch) gen_s):
+   about the last moment to load and serve it, after one batch in progress, within the bound).  Holding a warm expert rather than swapping it out is what keeps loads near
    one per expert per batch window when several experts share few slots.
+   **Reload gap** (``reload_gap``, default ``max_wait``, as ``BatchPolicy``): an expert loaded
+   anywhere less than ``reload_gap`` ago and not held now is not loaded again by this rule until it
+   is urgent, so an expert is loaded about once per batch window even at light load.
 4. **Replicas.**  An expert held by ``h`` live workers is *hot* when
    ``pending * gen_s / h > replica_fraction * max_wait`` and ``pending > max_batch``: its holders
    cannot drain it within a fraction of the wait bound, so another worker may load a copy.
@@ -48,6 +51,7 @@ class ClusterView:
     queues: dict[str, Queue]
     holders: dict[str, dict[str, str]] = field(default_factory=dict)   # expert -> {live worker: loading|loaded}
     workers: dict[str, int] = field(default_factory=dict)              # live worker -> max models
+    loaded_at: dict[str, float] = field(default_factory=dict)          # expert -> its last load (claim), any worker
 
 
 @dataclass(frozen=True)
@@ -63,9 +67,11 @@ COLD_GAPS = 10.0   # an expert is cold after this many mean gaps without an arri
 
 
 class AffinityPolicy:
-    def __init__(self, max_batch: int = 8, max_wait: float = 10.0, replica_fraction: float = 0.5):
+    def __init__(self, max_batch: int = 8, max_wait: float = 10.0, replica_fraction: float = 0.5,
+                 reload_gap: float | None = None):
         self.max_batch = max(1, max_batch)
         self.max_wait = max_wait
+        self.reload_gap = max_wait if reload_gap is None else reload_gap
         self.replica_fraction = replica_fraction
         self._seen: dict[str, deque[tuple[float, int]]] = {}   # expert -> (when, arrived) samples
 
@@ -101,8 +107,10 @@ class AffinityPolicy:
         return (holders > 0 and q.pending > self.max_batch
                 and q.pending * gen_s / holders > self.replica_fraction * self.max_wait)
 
-    def urgent_at(self, gen_s: float, load_s: float) -> float:
-        return max(0.0, 0.9 * self.max_wait - load_s - 2 * self.max_batch * gen_s)
+    def urgent_at(self, q: Queue, gen_s: float, load_s: float) -> float:
+        """The age at which a queue must be loaded to be served within the bound (never before max_wait / 2)."""
+        work = load_s + (min(q.pending, self.max_batch) + self.max_batch) * gen_s
+        return max(0.5 * self.max_wait, 0.9 * self.max_wait - work)
 
     def decide(self, view: ClusterView, me: str, loaded: list[str], max_models: int = 1,
                gen_s: float = 0.0, load_s: float = 0.0, can_host=lambda expert: True) -> list[Choice]:
@@ -132,7 +140,11 @@ class AffinityPolicy:
                 out.append(Choice(e, True, open_(e)[1], "overdue", self._victims(loaded, idle, free, now)))
         for e in sorted(mine, key=lambda e: -self.score(queues[e], now)):
             out.append(Choice(e, False, False, "held"))
-        cands = [e for e in queues if open_(e)[0]]
+        def urgent(e: str) -> bool:
+            return now - queues[e].oldest >= self.urgent_at(queues[e], gen_s, load_s)
+
+        cands = [e for e in queues if open_(e)[0]
+                 and (now - view.loaded_at.get(e, -1e18) >= self.reload_gap or urgent(e))]
         cands.sort(key=lambda e: (open_(e)[1], -self.score(queues[e], now), -queues[e].pending, queues[e].oldest))
         for e in cands:
             replica = open_(e)[1]
@@ -141,7 +153,7 @@ class AffinityPolicy:
             elif idle and not mine:
                 cold = [v for v in idle if now - view.queues.get(v, Queue(0, now, -1e18)).last
                         >= self.cold_after(v, now)]
-                if now - queues[e].oldest >= self.urgent_at(gen_s, load_s):
+                if urgent(e):
                     out.append(Choice(e, True, replica, "urgent", self._victims(loaded, idle, free, now)))
                 elif cold:
                     out.append(Choice(e, True, replica, "replica" if replica else "cold",
@@ -161,7 +173,5 @@ class AffinityPolicy:
 
     def wake_in(self, view: ClusterView, gen_s: float, load_s: float) -> float | None:
         """Seconds until a queued expert becomes urgent (None: nothing queued), for an idle worker's sleep."""
-        ages = [view.now - q.oldest for q in view.queues.values() if q.pending > 0]
-        if not ages:
-            return None
-        return max(0.0, self.urgent_at(gen_s, load_s) - max(ages))
+        left = [self.urgent_at(q, gen_s, load_s) - (view.now - q.oldest) for q in view.queues.values() if q.pending]
+        return max(0.0, min(left)) if left else None

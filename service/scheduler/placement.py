@@ -10,6 +10,7 @@
     {base}worker:{name}      hash: kind, max_models, memory_mb, started, beat, stats (JSON)
     {base}alive:{name}       exists while the worker heart-beats (PX = its reclaim time)
     {base}holders:{expert}   hash worker -> "loading" | "loaded": the placement table
+    {base}loaded_at          hash expert -> when it was last claimed for a load (ms; the reload gap)
 
 ``base`` is ``{CONCLAVE_REDIS_PREFIX}sched:``.  Every script reads Redis's own clock (TIME), so
 ages do not depend on the machines' clocks.  ``CLAIM`` is atomic: a worker records that it loads
@@ -68,7 +69,7 @@ local function holders(base, name)
 end
 """
 
-# ARGV: base.  Returns {now_ms, {worker, max_models, ...}, {{expert, pending, oldest_ms, last_ms, arrived, holders}...}}
+# ARGV: base.  {now_ms, {worker, max_models, ...}, {{expert, pending, oldest_ms, last_ms, arrived, holders, loaded_at_ms}...}}
 VIEW = _NOW + _LIVE + """
 local base = ARGV[1]
 local workers = {}
@@ -101,13 +102,14 @@ for _, name in ipairs(redis.call('HKEYS', base .. 'experts')) do
     end
   end
   table.insert(queues, {name, pending, oldest, redis.call('HGET', base .. 'last', name) or '0',
-                        redis.call('HGET', base .. 'arrived', name) or '0', holders(base, name)})
+                        redis.call('HGET', base .. 'arrived', name) or '0', holders(base, name),
+                        redis.call('HGET', base .. 'loaded_at', name) or '0'})
 end
 return {now, workers, queues}
 """
 
 # ARGV: base, worker, expert, most holders allowed (counting this one).  1 if the worker may load it.
-CLAIM = _LIVE + """
+CLAIM = _NOW + _LIVE + """
 local base, me, name = ARGV[1], ARGV[2], ARGV[3]
 local h = holders(base, name)
 local others = 0
@@ -117,6 +119,7 @@ for i = 1, #h, 2 do
 end
 if others + 1 > tonumber(ARGV[4]) then return 0 end
 redis.call('HSET', base .. 'holders:' .. name, me, 'loading')
+redis.call('HSET', base .. 'loaded_at', name, now)
 return 1
 """
 
@@ -189,12 +192,14 @@ class Placement:
         now_ms, workers, queues = self._view(args=[self.base])
         now = now_ms / 1000
         ws = {_s(workers[i]): int(_s(workers[i + 1]) or 1) for i in range(0, len(workers), 2)}
-        qs, holders = {}, {}
-        for name, pending, oldest, last, arrived, hs in queues:
+        qs, holders, loaded_at = {}, {}, {}
+        for name, pending, oldest, last, arrived, hs, at in queues:
             name = _s(name)
+            if int(_s(at)):
+                loaded_at[name] = int(_s(at)) / 1000
             qs[name] = Queue(int(pending), int(oldest) / 1000, int(_s(last)) / 1000, int(_s(arrived)))
             holders[name] = {_s(hs[i]): _s(hs[i + 1]) for i in range(0, len(hs), 2)}
-        return ClusterView(now, qs, holders, ws)
+        return ClusterView(now, qs, holders, ws, loaded_at)
 
     def claim(self, expert: str, replica: bool, holders_now: int) -> bool:
         allowed = holders_now + 1 if replica else 1
