@@ -14,6 +14,9 @@ admission (429 with Retry-After).  Policies: "scheduler" is the gateway's defaul
 max_wait: an expert is loaded at most once per batch window), "no-reload-gap" the same without the
 gap (lower latency at light load, more loads), "admission=bound" the default plus refusing requests
 the queue would keep past the wait bound (CONCLAVE_SCHED_ADMISSION=bound), "fcfs" the baseline.
+The "scheduler" rows drive one global policy for all workers (an oracle no cluster runs); "cluster
+shared" and "cluster affinity" simulate the protocol `conclave worker` runs (``cluster_sim``: each
+worker its own decision code with what it can read in Redis; CONCLAVE_SCHED_CLUSTER=shared|affinity).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import argparse
 
 from service.scheduler.policy import BatchPolicy, FcfsPolicy
 
+from .cluster_sim import simulate_cluster
 from .sched_sim import PROFILES, lower_bound, offline_grouped, simulate, workload
 
 HEADER = (f"{'workload':<16}{'W':>2} {'policy':<21}{'loads':>6}{'makespan s':>12}{'/LB':>7}"
@@ -42,6 +46,8 @@ def runs_for(arrivals, cost, workers: int, max_batch: int, max_wait: float, onli
     if online:
         runs += [simulate(batch(0.0), arrivals, cost, workers, "no-reload-gap"),
                  simulate(batch(max_wait), arrivals, cost, workers, "admission=bound", admission=True)]
+    runs += [simulate_cluster("shared", arrivals, cost, workers, max_batch, max_wait, label="cluster shared"),
+             simulate_cluster("affinity", arrivals, cost, workers, max_batch, max_wait, label="cluster affinity")]
     runs.append(simulate(FcfsPolicy(1, max_wait), arrivals, cost, workers, "fcfs"))
     if not online:
         runs.append(offline_grouped(arrivals, cost, workers))

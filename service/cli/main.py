@@ -38,8 +38,9 @@ def _register_groups() -> None:
     from .router import route, router_group
     from .serve import serve
     from .worker import worker
+    from .workers import workers
 
-    for command in (serve, chat, experts, keys, profile, route, router_group, bench, worker, doctor):
+    for command in (serve, chat, experts, keys, profile, route, router_group, bench, worker, workers, doctor):
         main.add_command(command)
 
 

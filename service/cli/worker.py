@@ -25,7 +25,7 @@ def worker(name, kind, reclaim_ms):
 
         CONCLAVE_REDIS_URL=redis://127.0.0.1:6379/0 conclave worker --name gpu-1
     """
-    from ..scheduler.redis_worker import serve_worker
+    from ..scheduler.cluster_worker import serve_cluster_worker
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    serve_worker(name or f"worker-{os.getpid()}", kind, reclaim_ms)
+    serve_cluster_worker(name or f"worker-{os.getpid()}", kind, reclaim_ms)

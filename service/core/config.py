@@ -61,6 +61,8 @@ class Settings:
     sched_reload_gap: float | None = None   # None: the wait bound (one load per expert per batch window)
     sched_admission: str = "queue"          # "queue": queue-size bounds only; "bound": also refuse past the wait bound
     sched_queue: str = "local"
+    sched_cluster: str = "affinity"         # Redis queue: "affinity" (placement table, per-expert streams) or "shared"
+    sched_replica_fraction: float = 0.5     # a replica when an expert's queued work per holder > this * max_wait
     sched_answer_ttl: int = 3600   # seconds the Redis queue keeps answers (exactly-once marks, Idempotency-Key answers)
 
     def with_(self, **changes) -> "Settings":
@@ -145,5 +147,7 @@ def load_settings(env: dict | None = None) -> Settings:
         sched_reload_gap=_number(env, "CONCLAVE_SCHED_RELOAD_GAP", None, float, 0),
         sched_admission=_choice(env, "CONCLAVE_SCHED_ADMISSION", ("queue", "bound")),
         sched_queue=_sched_queue(env),
+        sched_cluster=_choice(env, "CONCLAVE_SCHED_CLUSTER", ("affinity", "shared")),
+        sched_replica_fraction=_number(env, "CONCLAVE_SCHED_REPLICA_FRACTION", 0.5, float, 0.001),
         sched_answer_ttl=_number(env, "CONCLAVE_SCHED_ANSWER_TTL", 3600, int, 60),
     )

@@ -54,6 +54,12 @@ class Metrics:
             self.registry.register(_SchedulerCollector(source))
             self._watching = True
 
+    def watch_placement(self, source: Callable[[], dict]) -> None:
+        """Export the cluster's placement table (``placement.report()``), read at scrape time."""
+        if not getattr(self, "_watching_placement", False):
+            self.registry.register(_PlacementCollector(source))
+            self._watching_placement = True
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
@@ -94,3 +100,41 @@ class _SchedulerCollector:
                 for q in ("p50", "p99"):
                     wait.add_metric([kind, expert, "0.5" if q == "p50" else "0.99"], w[q])
         return [loads, unloads, secs, batches, jobs, size, wait]
+
+
+class _PlacementCollector:
+    """conclave_cluster_*: live workers, heartbeat age, which worker holds which expert, loads and
+    unloads per worker and expert, jobs served, busy seconds, jobs queued per expert."""
+
+    def __init__(self, source: Callable[[], dict]):
+        self.source = source
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        rep, p = self.source() or {}, "conclave_cluster_"
+        up = GaugeMetricFamily(p + "worker_up", "1 while the worker heart-beats", labels=["worker", "kind"])
+        age = GaugeMetricFamily(p + "worker_heartbeat_age_seconds", "Seconds since the last heartbeat", labels=["worker"])
+        holds = GaugeMetricFamily(p + "holds", "1 when the worker holds the expert now", labels=["worker", "expert"])
+        loads = GaugeMetricFamily(p + "loads", "Loads so far by worker and expert", labels=["worker", "expert"])
+        unloads = GaugeMetricFamily(p + "unloads", "Unloads so far by worker and expert", labels=["worker", "expert"])
+        jobs = GaugeMetricFamily(p + "worker_jobs", "Jobs served by the worker", labels=["worker"])
+        busy = GaugeMetricFamily(p + "worker_busy_seconds", "Seconds loading, unloading and generating", labels=["worker"])
+        queued = GaugeMetricFamily(p + "queued", "Jobs in the expert's queue", labels=["expert"])
+        holders = GaugeMetricFamily(p + "holders", "Live workers holding the expert", labels=["expert"])
+        for w in rep.get("workers", []):
+            up.add_metric([w["name"], w["kind"] or ""], 1 if w["alive"] else 0)
+            age.add_metric([w["name"]], w["heartbeat_age_s"])
+            for e in w["holds"]:
+                holds.add_metric([w["name"], e], 1)
+            for e, n in w["loads"].items():
+                loads.add_metric([w["name"], e], n)
+            for e, n in w["unloads"].items():
+                unloads.add_metric([w["name"], e], n)
+            jobs.add_metric([w["name"]], w["jobs"])
+            busy.add_metric([w["name"]], w["busy_s"])
+        for e, pl in rep.get("placement", {}).items():
+            queued.add_metric([e], pl["queued"])
+            holders.add_metric([e], len(pl["holders"]))
+        return [up, age, holds, loads, unloads, jobs, busy, queued, holders]

@@ -66,6 +66,10 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None,
                   description="OpenAI-compatible gateway composing whole expert LLMs.")
     app.state.gateway = gateway
     gateway.metrics.watch_schedulers(gateway.backends.stats)
+    if settings.sched_queue == "redis":
+        from ..scheduler.placement import report_source
+
+        gateway.metrics.watch_placement(report_source(settings.redis_url, settings.redis_prefix))
     auth = Authenticator(settings, gateway.store)
     install_error_handlers(app, gateway.metrics)
     handler = ChatHandler(gateway, RateLimiter(settings.redis_url, settings.redis_prefix))

@@ -183,7 +183,7 @@ def serve_batch(worker: Worker, expert: Expert, live: list[Job], order: list[str
         if expert.name not in worker.loaded():
             t0 = time.perf_counter()
             gone = worker.make_room(expert, order)
-            stats.unloaded(len(gone), time.perf_counter() - t0)
+            stats.unloaded(len(gone), time.perf_counter() - t0, gone)
             stats.loaded(expert.name, worker.load(expert))
         t0 = time.perf_counter()
         worker.generate(expert, live)

@@ -35,6 +35,7 @@ from experts_registry.model import Expert
 
 from ..core.backend import Delta, GenParams
 from ..core.idempotency import HEADER, Ticket, check_same_body
+from .placement import ADMIT, base_of, moved_key
 
 GROUP = "workers"
 PUBLISH = """
@@ -78,13 +79,14 @@ class Recorded:
     route: dict | None
     entry: str
     answered: bool = False
+    stream: str | None = None   # the expert's stream once a worker moved the job there (``placement``)
 
     @classmethod
     def of(cls, fields: list) -> "Recorded | None":
         if not fields or fields[0] is None:
             return None
-        body, job, expert, route, entry = (f.decode() if isinstance(f, bytes) else f for f in fields)
-        return cls(body, job, Expert.from_json(expert), json.loads(route), entry)
+        body, job, expert, route, entry, *stream = (f.decode() if isinstance(f, bytes) else f for f in fields)
+        return cls(body, job, Expert.from_json(expert), json.loads(route), entry, stream=(stream or [None])[0])
 
 
 class RedisFront:
@@ -92,6 +94,7 @@ class RedisFront:
 
     def __init__(self, url: str, prefix: str, queue_total: int = 256, answer_ttl: int = 3600):
         self.url, self.keys, self.queue_total, self.answer_ttl = url, keys(prefix), queue_total, answer_ttl
+        self.prefix = prefix
         self.deadline: float | None = None   # time.monotonic() at which waiting requests get a 503 (shutdown)
 
     def drain(self, deadline: float) -> None:
@@ -103,7 +106,7 @@ class RedisFront:
         r = self._redis()
         job_id, queued, answered, entry = uuid.uuid4().hex, False, False, None
         try:
-            if await r.xlen(self.keys["jobs"]) >= self.queue_total:
+            if await self._queued(r, expert) >= self.queue_total:
                 raise RateLimited(f"the shared queue is full ({self.queue_total} jobs; CONCLAVE_SCHED_QUEUE_TOTAL): "
                                   "retry after the Retry-After delay", retry_after=5)
             fields = {"id": job_id, "expert": expert.to_json(), "messages": json.dumps(messages),
@@ -132,12 +135,12 @@ class RedisFront:
         r = self._redis()
         try:
             rec = Recorded.of(await r.hmget(self.keys["request"] + ticket.rid, "body", "job", "expert", "route",
-                                            "entry"))
+                                            "entry", "stream"))
             if rec is None:
                 return None
             check_same_body(ticket, rec.body)
             rec.answered = bool(await r.exists(self.keys["answer"] + rec.job))
-            if rec.answered or await r.xrange(self.keys["jobs"], rec.entry, rec.entry):
+            if rec.answered or await r.xrange(rec.stream or self.keys["jobs"], rec.entry, rec.entry):
                 return rec
             rec.answered = bool(await r.exists(self.keys["answer"] + rec.job))   # answered in between?
             if rec.answered:
@@ -155,6 +158,16 @@ class RedisFront:
                 yield delta
         finally:
             await r.aclose()
+
+    async def _queued(self, r, expert: Expert) -> int:
+        """Jobs queued in the cluster; ExpertUnavailable (503) when live workers are registered and none
+        of them can host ``expert`` (with no live worker at all, the job waits for one)."""
+        total, live, fit = await r.eval(ADMIT, 0, base_of(self.prefix), expert.memory_mb or "", self.keys["jobs"])
+        if live and not fit:
+            raise ExpertUnavailable(f"expert {expert.name!r} needs {expert.memory_mb} MB and none of the {live} live "
+                                    "workers can host it (CONCLAVE_WORKER_MEMORY_MB): start a worker with room for "
+                                    "it or pick another expert", expert=expert.name)
+        return int(total)
 
     def _redis(self):
         import redis.asyncio as aredis
@@ -188,12 +201,23 @@ class RedisFront:
             reply = await r.blpop([self.keys["reply"] + job_id], timeout=timeout)
             if reply is not None:
                 return json.loads(reply[1])
-            if entry is not None and not await r.xrange(self.keys["jobs"], entry, entry):
+            if entry is not None and not await self._queued_still(r, entry):
                 reply = await r.lpop(self.keys["reply"] + job_id)   # answered just now, or lost with Redis
                 if reply is not None:
                     return json.loads(reply)
                 raise DependencyUnavailable("your queued request was lost: Redis restarted without keeping its "
                                             "queue (no AOF); retry it", retry_after=1)
+
+    async def _queued_still(self, r, entry: str) -> bool:
+        """Whether the job is still in the intake, or in the expert's stream a worker moved it to."""
+        if await r.xrange(self.keys["jobs"], entry, entry):
+            return True
+        entry = entry.decode() if isinstance(entry, bytes) else entry
+        moved = await r.get(moved_key(self.prefix, entry))
+        if moved is None:
+            return False
+        stream, _, new = (moved.decode() if isinstance(moved, bytes) else moved).partition("|")
+        return bool(await r.xrange(stream, new, new))
 
     async def close(self) -> None:
         return None

@@ -159,6 +159,7 @@ def make_worker(kind: str, settings, name: str) -> Worker:
         from ..workers.fake import FakeWorker
 
         return FakeWorker(settings.max_loaded_models, settings.worker_memory_mb, name,
+                          load_s=float(os.environ.get("CONCLAVE_FAKE_LOAD_S", "0")),
                           gen_s=float(os.environ.get("CONCLAVE_FAKE_GEN_S", "0.2")))
     from ..workers import WORKERS
 

@@ -21,6 +21,7 @@ class SchedStats:
         self._lock = threading.Lock()
         self.loads: Counter[str] = Counter()
         self.unloads = 0
+        self.unloads_by: Counter[str] = Counter()
         self.seconds = {"load": 0.0, "unload": 0.0, "generate": 0.0}
         self.batch_sizes: Counter[int] = Counter()
         self.jobs = self.cancelled = self.rejected = 0
@@ -32,9 +33,10 @@ class SchedStats:
             self.loads[expert] += 1
             self.seconds["load"] += seconds
 
-    def unloaded(self, count: int, seconds: float) -> None:
+    def unloaded(self, count: int, seconds: float, names=()) -> None:
         with self._lock:
             self.unloads += count
+            self.unloads_by.update(names)
             self.seconds["unload"] += seconds
 
     def generated(self, size: int, seconds: float) -> None:
@@ -69,6 +71,7 @@ class SchedStats:
             every = [w for q in self.waits.values() for w in q]
             return {
                 "loads": sum(self.loads.values()), "loads_by_expert": dict(self.loads), "unloads": self.unloads,
+                "unloads_by_expert": dict(self.unloads_by),
                 "load_seconds": round(self.seconds["load"], 4), "unload_seconds": round(self.seconds["unload"], 4),
                 "generate_seconds": round(self.seconds["generate"], 4),
                 "batches": batches, "jobs": self.jobs, "cancelled": self.cancelled, "rejected": self.rejected,

@@ -6,6 +6,7 @@ every load, unload and batch.  Experts whose model is ``fake:fail-load`` fail to
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
@@ -14,6 +15,8 @@ from experts_registry.model import Expert
 
 from ..core.backend import Delta, usage_dict
 from .base import Job, Worker
+
+log = logging.getLogger("conclave.worker")
 
 
 class FakeWorker(Worker):
@@ -32,6 +35,7 @@ class FakeWorker(Worker):
         time.sleep(self.load_s)
         self.hosted[expert.name] = expert
         self.events.append(("load", expert.name))
+        log.info("fake worker %s loaded %s", self.name, expert.name)
         return self.load_s
 
     def unload(self, name: str) -> float:
