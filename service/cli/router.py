@@ -118,7 +118,8 @@ def router_group():
 @click.argument("name", type=click.Choice(["skills", "coe", "knn", "correct"]))
 @click.option("--live", is_flag=True, help="Fit on the outcomes recorded by 'conclave profile build'.")
 @replay_options
-@click.option("--encoder", default="all-minilm-l6-v2", show_default=True)
+@click.option("--encoder", default="static-minilm-256", show_default=True,
+              help="static-minilm-256 (sub-millisecond), all-minilm-l6-v2, or hashing-<dim>.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="State folder (default: $CONCLAVE_HOME/routers/NAME, where the gateway looks).")
 @pass_ctx
@@ -162,7 +163,8 @@ def train(ctx: Context, name, live, questions, predictions, models_json, pool, e
 @click.option("--seed", default=0, show_default=True)
 @click.option("--max-tokens", default=128, show_default=True, type=click.IntRange(1))
 @replay_options
-@click.option("--encoder", default="all-minilm-l6-v2", show_default=True)
+@click.option("--encoder", default="static-minilm-256", show_default=True,
+              help="static-minilm-256 (sub-millisecond), all-minilm-l6-v2, or hashing-<dim>.")
 @pass_ctx
 def build(ctx: Context, replay, experts, n_questions, seed, max_tokens, questions, predictions, models_json,
           pool, encoder):
