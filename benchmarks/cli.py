@@ -55,6 +55,9 @@ def bench() -> None:
                    "and paired comparisons against the baselines. 0: one split.")
 @click.option("--seeds", default=1, type=click.IntRange(1, 20), show_default=True,
               help="With --folds: repeat the fold split with this many seeds.")
+@click.option("--cost-weight", "cost_weights", multiple=True, type=click.FloatRange(0), default=(),
+              help="Routers that price experts (correct): also route k = 1 with this weight on active "
+                   "parameters (repeatable): the accuracy vs active-parameters curve.")
 @click.option("--test-fraction", default=0.2, show_default=True, help="Share of questions held out by the split.")
 @click.option("--encoder", default="static-minilm-256", show_default=True,
               help="Embedding model: static-minilm-256, all-minilm-l6-v2 ('hashing-64' for a quick run).")
@@ -67,7 +70,7 @@ def bench() -> None:
               help="Also write per-question results: one run folder per router x k and baseline, "
                    "plus the sweep report (the format of 'bench run'; see 'bench report').")
 def replay(train_questions, train_predictions, test_questions, test_predictions, models, pool, routers,
-           ks, seed, folds, seeds, test_fraction, encoder, threads, cache_dir, no_cache, json_out, out_dir) -> None:
+           ks, seed, folds, seeds, cost_weights, test_fraction, encoder, threads, cache_dir, no_cache, json_out, out_dir) -> None:
     """Fit routers on recorded answers, route held-out questions, compare with baselines.
 
     Accuracy at k > 1 is the majority vote of the k chosen experts' recorded
@@ -98,7 +101,7 @@ def replay(train_questions, train_predictions, test_questions, test_predictions,
         cache = None if no_cache else (cache_dir or default_cache_dir())
         enc = get_encoder(encoder, **({"threads": threads} if threads else {}))
         if folds:
-            return _cross_validate(train, routers, ks, enc, cache, folds, seeds, pool, json_out)
+            return _cross_validate(train, routers, ks, enc, cache, folds, seeds, pool, json_out, cost_weights)
         split = {"train": [train_questions, train_predictions]}
         if test_questions:
             test = load_replay(test_questions, test_predictions, info, pool)
@@ -109,7 +112,8 @@ def replay(train_questions, train_predictions, test_questions, test_predictions,
             split.update(hash_seed=seed, test_fraction=test_fraction)
         dataset = "mmlu-pro" if Path(train_questions).resolve() == DEFAULTS["questions"].resolve() else "replay"
         recorder = ReplayRecorder(test, dataset) if out_dir else None
-        result = run_replay(train, test, routers, sorted(set(ks), key=_k_order), enc, cache, split, sink=recorder)
+        result = run_replay(train, test, routers, sorted(set(ks), key=_k_order), enc, cache, split, sink=recorder,
+                            cost_weights=cost_weights)
         result["pool"] = pool
         if recorder:
             recorder.write(out_dir, {"pool": pool, "encoder": enc.name, "split": split,
@@ -128,11 +132,11 @@ def _k_order(k: int) -> float:
     return float("inf") if k == 0 else k          # auto last
 
 
-def _cross_validate(data, routers, ks, enc, cache, folds, seeds, pool, json_out) -> None:
+def _cross_validate(data, routers, ks, enc, cache, folds, seeds, pool, json_out, cost_weights=()) -> None:
     from .replay_cv import cross_validate, cv_table
 
-    result = {**cross_validate(data, routers, sorted(set(ks), key=_k_order), enc, cache, folds, seeds),
-              "pool": pool}
+    result = {**cross_validate(data, routers, sorted(set(ks), key=_k_order), enc, cache, folds, seeds,
+                               cost_weights), "pool": pool}
     click.echo(cv_table(result))
     if json_out:
         Path(json_out).write_text(json.dumps(result, indent=1, sort_keys=True))

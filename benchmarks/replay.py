@@ -103,7 +103,8 @@ def _category_predicted(train: ReplaySet, test: ReplaySet, emb_train, emb_test, 
 
 
 def evaluate_router(name: str, train: ReplaySet, test: ReplaySet, emb_train, emb_test,
-                    encoder: Encoder, ks: Sequence[int], sink: Sink | None = None) -> dict:
+                    encoder: Encoder, ks: Sequence[int], sink: Sink | None = None,
+                    cost_weights: Sequence[float] = ()) -> dict:
     t0 = time.perf_counter()
     router = REPLAY_ROUTERS[name](train.outcomes(emb_train), encoder)
     fit_s = time.perf_counter() - t0
@@ -123,12 +124,26 @@ def evaluate_router(name: str, train: ReplaySet, test: ReplaySet, emb_train, emb
         result[f"k{k_label(k)}"] = {**score_decisions(decisions, test.experts, test.answers, test.gold, k,
                                              test.active_params),
                            "route_ms": round(per_q * 1000, 3), "example": decisions[0].reason}
+    if cost_weights and hasattr(router, "with_cost"):
+        result["cost_curve"] = cost_curve(name, router, test, emb_test, metadata, candidates, cost_weights, sink)
     return result
+
+
+def cost_curve(name, router, test: ReplaySet, emb_test, metadata, candidates, weights, sink=None) -> list[dict]:
+    """k = 1 accuracy and mean active parameters as the price weight grows (cost-aware routing)."""
+    curve = []
+    for w in weights:
+        decisions = route_all(router.with_cost(w), test.texts, emb_test, metadata, candidates, 1)
+        if sink:
+            sink(f"{name}-cost{w:g}", 1, chosen_columns(decisions, test.experts, 1), decisions)
+        curve.append({"cost_weight": w, **score_decisions(decisions, test.experts, test.answers, test.gold, 1,
+                                                          test.active_params)})
+    return curve
 
 
 def run_replay(train: ReplaySet, test: ReplaySet, routers: Sequence[str], ks: Sequence[int],
                encoder: Encoder, cache_dir=None, split: Mapping | None = None,
-               sink: Sink | None = None) -> dict:
+               sink: Sink | None = None, cost_weights: Sequence[float] = ()) -> dict:
     """``sink(name, k, columns (questions, k), decisions or None)`` sees every router's and
     baseline's per-question choices (``bench replay --out`` writes them as run folders)."""
     if not len(train) or not len(test):
@@ -142,7 +157,8 @@ def run_replay(train: ReplaySet, test: ReplaySet, routers: Sequence[str], ks: Se
               "encoder": encoder.name, "ks": list(ks), "split": dict(split or {}),
               "baselines": baselines(train, test, sink, emb_train, emb_test), "routers": {}}
     for name in names:
-        result["routers"][name] = evaluate_router(name, train, test, emb_train, emb_test, encoder, ks, sink)
+        result["routers"][name] = evaluate_router(name, train, test, emb_train, emb_test, encoder, ks, sink,
+                                                  cost_weights)
     result["figures"] = figures(result)
     return result
 
@@ -171,6 +187,9 @@ def table(result: Mapping) -> str:
             if s:
                 rows.append((name, k_label(k), f"{100 * s['accuracy']:.2f}", str(s["calls_per_question"]),
                              str(s["mean_active_params_b"])))
+        for point in r.get("cost_curve", []):
+            rows.append((f"{name} cost={point['cost_weight']:g}", "1", f"{100 * point['accuracy']:.2f}", "1.0",
+                         str(point["mean_active_params_b"])))
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
              for r in rows]

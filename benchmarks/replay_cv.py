@@ -51,7 +51,7 @@ class _Collector:
 
 
 def cross_validate(data: ReplaySet, routers: Sequence[str], ks: Sequence[int], encoder: Encoder,
-                   cache_dir=None, folds: int = 5, seeds: int = 1) -> dict:
+                   cache_dir=None, folds: int = 5, seeds: int = 1, cost_weights: Sequence[float] = ()) -> dict:
     if folds < 2 or seeds < 1:
         raise InvalidRequest("--folds must be at least 2 and --seeds at least 1", param="folds")
     per_split: dict[str, dict[int, tuple]] = {}
@@ -62,7 +62,7 @@ def cross_validate(data: ReplaySet, routers: Sequence[str], ks: Sequence[int], e
             train, test = data.subset(fold != f), data.subset(fold == f)
             sink = _Collector(test)
             result = run_replay(train, test, routers, ks, encoder, cache_dir,
-                                {"cv_seed": seed, "fold": f, "folds": folds}, sink=sink)
+                                {"cv_seed": seed, "fold": f, "folds": folds}, sink=sink, cost_weights=cost_weights)
             splits.append({"seed": seed, "fold": f, "n_train": len(train), "n_test": len(test),
                            "figures": result["figures"]})
             for name, rows in sink.rows.items():

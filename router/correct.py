@@ -81,6 +81,10 @@ class CorrectnessRouter:
                               "): retrain it with 'conclave router train correct'", param="router")
         return cls(a, meta["encoder"], Stopping(**meta.get("stopping", {})), **{**meta.get("params", {}), **overrides})
 
+    def with_cost(self, cost_weight: float) -> "CorrectnessRouter":
+        """The same fitted router with another price weight (state shared, nothing copied)."""
+        return CorrectnessRouter(self.a, self.encoder, self.stopping, **{**self.params, "cost_weight": cost_weight})
+
     # ---- prediction ----------------------------------------------------------
     def probabilities(self, embedding: np.ndarray) -> tuple[np.ndarray, dict]:
         """P(right) per trained expert, and the evidence behind it."""

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.real
 
 def test_quick_load_benchmark_without_litellm(tmp_path):
     out = tmp_path / "load.json"
-    run = subprocess.run([sys.executable, "-m", "benchmarks.perf.bench_load", "--quick", "--no-litellm", "--no-sdk",
+    run = subprocess.run([sys.executable, "-m", "benchmarks.perf.bench_load", "--quick", "--no-litellm", "--no-sdk", "--no-trained-router",
                           "--json", str(out)], capture_output=True, text=True, timeout=180)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "added latency ms" in run.stdout and "routing cost" in run.stdout

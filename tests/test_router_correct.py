@@ -205,3 +205,26 @@ def test_declared_router_without_vectors_falls_back_to_the_generalist():
     d = DeclaredRouter(generalist="b").route(RouteRequest("q", np.array([0.9, 0.1, 0, 0]),
                                                           {"expert_vectors": vectors}), [a, b], 1)
     assert d.experts == ["a"] and d.choices[0].why == {"closest": "law", "cosine": 0.9}
+
+
+def test_cost_curve_and_tradeoff_plots(tmp_path):
+    from benchmarks.replay_plots import main as plots_main
+
+    q, p, m = write_replay_files(tmp_path)
+    out = tmp_path / "one.json"
+    base = ["replay", "--train-questions", str(q), "--train-predictions", str(p), "--models", str(m),
+            "--pool", "three", "--router", "correct", "--k", "1", "--encoder", "hashing-32", "--no-cache",
+            "--cost-weight", "0", "--cost-weight", "10"]
+    result = CliRunner().invoke(bench, [*base, "--test-fraction", "0.5", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    curve = json.loads(out.read_text())["routers"]["correct"]["cost_curve"]
+    assert [c["cost_weight"] for c in curve] == [0.0, 10.0]
+    assert curve[1]["active_params_per_question"] == 3.8        # priced hard: always the 3.8B expert
+    assert "correct cost=10" in result.output
+    cv = tmp_path / "cv.json"
+    result = CliRunner().invoke(bench, [*base, "--folds", "2", "--json", str(cv)])
+    assert result.exit_code == 0, result.output
+    assert "correct-cost10@k1" in json.loads(cv.read_text())["systems"]
+    plots_main([str(cv), "--out", str(tmp_path / "plots")])
+    for name in ("accuracy_vs_calls.png", "accuracy_vs_params.png"):
+        assert (tmp_path / "plots" / name).read_bytes()[:4] == b"\x89PNG"

@@ -1,7 +1,8 @@
 """Load benchmark: what Conclave adds over calling an OpenAI-compatible upstream directly, beside
 LiteLLM's proxy, measured side by side in one run on this machine.
 
-    .venv/bin/python -m benchmarks.perf.bench_load [--quick] [--no-litellm] [--soak-seconds 600] [--json out.json]
+    .venv/bin/python -m benchmarks.perf.bench_load [--quick] [--no-litellm] [--no-trained-router]
+                                                   [--soak-seconds 600] [--json out.json]
 
 Starts a fixed-latency fake upstream (``benchmarks.perf.load_upstream``, its own process), Conclave's
 gateway (``conclave serve``: temp CONCLAVE_HOME, API key auth on, embedded store, experts pointing at
@@ -15,7 +16,10 @@ pinned to core 0, the gateway under test to core 1. Then:
 - open loop (Poisson) on a ladder of rates (x2, then bisection): the highest rate with no errors and
   p99 added latency (p99 through the gateway minus p99 direct at the same rate) under 50 ms;
 - the client-library cost per call (``benchmarks.perf.load_sdk``): bare aiohttp, the lean client, litellm;
-- the routed path (``conclave-auto``, tags router): routing cost = routed minus direct-expert latency;
+- the routed path (``conclave-auto``), with the tags router and with the trained correctness router
+  (``conclave-routed-correct``: the replay pool's 17 experts registered as remote experts on the fake
+  upstream, the router trained on the shipped replay data, an MMLU-Pro question per request);
+  routing cost = routed minus direct-expert latency, and routed / direct throughput at c=64;
 - CPU seconds of the upstream, the load generator and each gateway per phase (core 0 marked
   SATURATED when the generator and upstream used >= 90% of it: then the figures are the generator's);
 - ``--soak-seconds N``: open loop at 70% of Conclave's sustained rate, gateway RSS every 10 s.
@@ -131,7 +135,26 @@ def start_bare_proxy(stack: ExitStack, tmp: Path, upstream: str) -> tuple[str, i
     return f"http://127.0.0.1:{port}/v1/chat/completions", proc.pid
 
 
-def start_conclave(stack: ExitStack, tmp: Path, upstream: str, lean: bool) -> tuple[str, int]:
+def train_pool_router(store, home: Path, upstream: str) -> str:
+    """Register the replay pool's experts on the fake upstream and train the correctness router on the
+    shipped replay data (static encoder); returns an MMLU-Pro question to route."""
+    from experts_registry.model import Expert
+    from router.encoder import get_encoder
+    from router.replay_data import DEFAULTS
+    from router.training import replay_outcomes, train_router
+
+    enc = get_encoder("static-minilm-256")
+    outcomes = replay_outcomes(DEFAULTS["questions"], DEFAULTS["predictions"], DEFAULTS["models"], "small-17", enc)
+    for name in outcomes.experts:
+        store.add(Expert(name=name, backend="litellm", model="openai/load", api_base=upstream))
+    t0 = time.perf_counter()
+    train_router("correct", outcomes, home / "routers" / "correct", encoder=enc, holdout=0.0)
+    print(f"trained the correct router for the routed row in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    return outcomes.texts[0]
+
+
+def start_conclave(stack: ExitStack, tmp: Path, upstream: str, lean: bool,
+                   trained: bool = True) -> tuple[str, int, str | None]:
     from experts_registry import open_store
     from experts_registry.model import Expert
 
@@ -141,6 +164,7 @@ def start_conclave(stack: ExitStack, tmp: Path, upstream: str, lean: bool) -> tu
     store.add(Expert(name="bench", backend="litellm", model="openai/load", api_base=upstream, skills=("general",)))
     store.add(Expert(name="bench-math", backend="litellm", model="openai/load", api_base=upstream,
                      skills=("math",)))
+    question = train_pool_router(store, home, upstream) if trained else None
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONCLAVE_")}
     env.update(CONCLAVE_HOME=str(home), CONCLAVE_API_KEYS=API_KEY, CONCLAVE_ROUTER="tags",
@@ -149,7 +173,7 @@ def start_conclave(stack: ExitStack, tmp: Path, upstream: str, lean: bool) -> tu
     exe = str(Path(sys.executable).with_name("conclave"))
     proc = start(stack, pinned(1) + [exe, "serve", "--port", str(port), "--log-level", "warning"],
                  tmp / "conclave.log", f"http://127.0.0.1:{port}/health", env)
-    return f"http://127.0.0.1:{port}/v1/chat/completions", proc.pid
+    return f"http://127.0.0.1:{port}/v1/chat/completions", proc.pid, question
 
 
 def start_litellm_proxy(stack: ExitStack, tmp: Path, upstream: str) -> tuple[str, int]:
@@ -327,10 +351,16 @@ async def run(args, tmp: Path) -> dict:
         auth = {"authorization": f"Bearer {API_KEY}"}
         url, pid = start_bare_proxy(stack, tmp, upstream)
         bare = System("aiohttp-proxy", Target("aiohttp-proxy", url, body("load", ASK)), pid)
-        url, pid = start_conclave(stack, tmp, upstream, lean=not args.litellm_client)
+        url, pid, question = start_conclave(stack, tmp, upstream, lean=not args.litellm_client,
+                                            trained=not args.no_trained_router)
         systems = [direct, bare, System("conclave", Target("conclave", url, body("bench", ASK), auth), pid),
                    System("conclave-routed", Target("conclave-routed", url, body("conclave-auto", ROUTED_ASK), auth),
                           pid)]
+        if question:
+            ask = {"messages": [{"role": "user", "content": question}], "max_tokens": 16,
+                   "conclave": {"router": "correct"}}
+            systems.append(System("conclave-routed-correct",
+                                  Target("conclave-routed-correct", url, body("conclave-auto", ask), auth), pid))
         if not args.no_litellm:
             url, pid = start_litellm_proxy(stack, tmp, upstream)
             systems.append(System("litellm-proxy", Target("litellm-proxy", url, body("bench", ASK), auth), pid))
@@ -378,10 +408,13 @@ def table(out: dict) -> str:
     lines.append("(direct row: the upstream's own latency, ms; sustained: highest Poisson rate with no errors and "
                  f"p99 added < {out['p99_rule_ms']:g} ms; '+': it never failed before the ladder's top or the "
                  "load generator's own limit)")
-    if "conclave-routed" in closed:
-        cost = [closed["conclave-routed"][c]["p50_ms"] - closed["conclave"][c]["p50_ms"] for c in CONCURRENCY]
-        lines.append("routing cost (tags router, routed minus direct-expert p50): "
-                     + ", ".join(f"c={c} {v:.2f} ms" for c, v in zip(CONCURRENCY, cost)))
+    for routed, router in (("conclave-routed", "tags"), ("conclave-routed-correct", "correct")):
+        if routed in closed:
+            cost = [closed[routed][c]["p50_ms"] - closed["conclave"][c]["p50_ms"] for c in CONCURRENCY]
+            share = closed[routed][64]["rate"] / max(closed["conclave"][64]["rate"], 1e-9)
+            lines.append(f"routing cost ({router} router, routed minus direct-expert p50): "
+                         + ", ".join(f"c={c} {v:.2f} ms" for c, v in zip(CONCURRENCY, cost))
+                         + f"; routed / direct-expert req/s at c=64: {share:.2f}")
     if ratio := _ratio(sustained):
         lines.append(f"sustained rate, conclave / litellm-proxy: {ratio:.1f}x")
     lines += _sdk_lines(out.get("sdk"))
@@ -438,6 +471,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--litellm-client", action="store_true",
                     help="run Conclave with CONCLAVE_LEAN_CLIENT=0 (its experts through the litellm SDK)")
     ap.add_argument("--latency-ms", type=float, default=10.0, help="the fake upstream's fixed latency")
+    ap.add_argument("--no-trained-router", action="store_true",
+                    help="skip the conclave-routed-correct row (it trains the correctness router first, ~1 min)")
     ap.add_argument("--soak-seconds", type=float, default=0.0, help="then soak at 70%% of the sustained rate")
     ap.add_argument("--json", dest="json_out", default=None, help="write all figures here")
     args = ap.parse_args(argv)
