@@ -102,7 +102,8 @@ class CorrectnessRouter:
         p = probabilities(question_features(nb, cat, emb)[0], a["weights"], float(a["bias"]))
         top = int(np.argmax(pc))
         evidence = {"nb": nb[0], "category": str(a["cat_names"][top]), "category_p": float(pc[top]),
-                    "difficulty": float(nb[0, 1].mean()), "cosine": (float(sims.min()), float(sims.max()))}
+                    "difficulty": float(nb[0, 1].mean()), "cosine": (float(sims.min()), float(sims.max())),
+                    "neighbours": len(idx)}
         return p, evidence
 
     # ---- routing -------------------------------------------------------------
@@ -135,4 +136,4 @@ class CorrectnessRouter:
                else "weighted vote by probability" if len(chosen) > 1 else "most likely right")
         return (f"predicted correctness: {picks}, {how}; likely category {ev['category']} "
                 f"(p={ev['category_p']:.2f}), neighbourhood difficulty {ev['difficulty']:.2f} "
-                f"({max(KS)} nearest recorded questions, cosine {lo:.2f}-{hi:.2f})")
+                f"({ev['neighbours']} nearest recorded questions, cosine {lo:.2f} to {hi:.2f})")

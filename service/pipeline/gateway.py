@@ -90,10 +90,6 @@ class Gateway:
         k = AUTO if k == "auto" else k
         name = (opts.router if opts else None) or self.routers.default_name()
         decision = await self.routers.route(name, text, candidates, k, await self._keywords(name, text))
-        if k == AUTO and decision.stopping is None:
-            raise InvalidRequest(f"k \"auto\" needs a router that predicts correctness: the {decision.router!r} "
-                                 "router cannot; use \"router\": \"correct\" (train it with 'conclave router "
-                                 "train correct') or a number", param="conclave.k")
         by_name = {e.name: e for e in candidates}
         chosen = decision.experts[0]
         if chosen not in by_name:

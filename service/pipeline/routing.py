@@ -16,6 +16,7 @@ import numpy as np
 from experts_registry.errors import ConfigError, InvalidRequest, RouterUnavailable
 from experts_registry.model import Expert
 from router import ROUTERS, Decision, RouteRequest
+from router.correct import AUTO
 
 from ..core.config import Settings
 
@@ -95,7 +96,12 @@ class RouterHost:
         if metadata.get("skills") and router.needs_embedding:
             enc = self.encoder(getattr(router, "encoder", None) or "all-minilm-l6-v2")
             metadata["skill_embeddings"] = await asyncio.to_thread(enc.encode, list(metadata["skills"]))
-        return router.route(RouteRequest(text=text, embedding=embedding, metadata=metadata), candidates, k=k)
+        decision = router.route(RouteRequest(text=text, embedding=embedding, metadata=metadata), candidates, k=k)
+        if k == AUTO and decision.stopping is None:
+            raise InvalidRequest(f"k \"auto\" needs a router that predicts correctness: the {decision.router!r} "
+                                 "router cannot; use \"router\": \"correct\" (train it with 'conclave router "
+                                 "train correct') or a number", param="conclave.k")
+        return decision
 
     def loaded(self, name: str | None = None) -> bool:
         """Whether the router (default: the configured one) is loaded and ready to route."""
