@@ -32,7 +32,8 @@ def plot_tradeoff(result: Mapping, axis: str, path: Path) -> Path | None:
     for name, s in systems.items():
         if "@cost" in name or "-cost" in name:
             base = re.sub(r"-cost[0-9.]+", "", name)
-            curves.setdefault(base, []).append((s[key], 100 * s["accuracy"]))
+            weight = float(re.search(r"-cost([0-9.]+)", name).group(1))
+            curves.setdefault(base, []).append((s[key], 100 * s["accuracy"], weight))
             continue
         if name == "baseline:oracle":
             continue
@@ -41,8 +42,8 @@ def plot_tradeoff(result: Mapping, axis: str, path: Path) -> Path | None:
         ax.annotate(name.replace("baseline:", ""), (s[key], 100 * s["accuracy"]), fontsize=7,
                     xytext=(4, 3), textcoords="offset points")
     for base, points in curves.items():
-        xs, ys = zip(*sorted(points))
-        ax.plot(xs, ys, "-", marker=".", label=f"{base}, cost weight 0..")
+        xs, ys, ws = zip(*sorted(points))
+        ax.plot(xs, ys, "-", marker=".", label=f"{base} priced by active parameters, weight {min(ws):g}-{max(ws):g}")
     if curves:
         ax.legend(fontsize=7)
     ax.set_xlabel(label)
