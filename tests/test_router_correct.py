@@ -228,3 +228,15 @@ def test_cost_curve_and_tradeoff_plots(tmp_path):
     plots_main([str(cv), "--out", str(tmp_path / "plots")])
     for name in ("accuracy_vs_calls.png", "accuracy_vs_params.png"):
         assert (tmp_path / "plots" / name).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_training_reports_adaptive_k_and_calibration(tmp_path):
+    from router.training import train_router
+
+    enc = HashingEncoder(64)
+    meta = train_router("correct", two_topic_outcomes(40, encoder=enc), tmp_path / "correct", encoder=enc)
+    v = meta["validation"]
+    assert {"k1", "k3", "kauto", "calibration"} <= set(v)
+    assert 1 <= v["kauto"]["calls_per_question"] <= 3
+    cal = v["calibration"]
+    assert 0 < cal["log_loss"] < 0.69 and cal["reliability"] and sum(b["n"] for b in cal["reliability"]) == 3 * v["n"]
