@@ -61,7 +61,7 @@ def validate(router, outcomes: Outcomes, ks: Sequence[int] = (1, 3)) -> dict:
         if k <= len(outcomes.experts):
             decisions = route_all(router, outcomes.texts, outcomes.embeddings, metadata, candidates, k)
             out[f"k{k}"] = score_decisions(decisions, outcomes.experts, answers, gold, k, outcomes.active_params)
-    if hasattr(router, "probabilities"):       # routers that predict correctness: adaptive k, calibration
+    if hasattr(router, "stopping"):            # routers that predict correctness: adaptive k, calibration
         from .correct import AUTO
         from .correct_fit import calibration
 
