@@ -203,7 +203,8 @@ class AffinityWorkerLoop(_Registered, RedisWorkerLoop):
                 for seq, h in self.held.items():
                     by_stream.setdefault(self.streams[seq], []).append(h[0])
             for key, ids in by_stream.items():
-                self.r.xclaim(key, GROUP, self.name, 0, ids, justid=True)
+                with suppress(Exception):   # Redis away: the main loop reports and reconnects
+                    self.r.xclaim(key, GROUP, self.name, 0, ids, justid=True)
 
 
 def make_loop(settings, worker: Worker, name: str, kind: str, reclaim_ms: int):
