@@ -22,6 +22,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def start_fake_upstream() -> tuple[subprocess.Popen, str]:
+    """The scripted OpenAI-compatible upstream (tests/fake_upstream.py) on a free port, once it answers."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "tests.fake_upstream", str(port)])
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            httpx.get(base, timeout=1)
+            break
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    return proc, base
+
+
 def start_gateway(home: Path, log: Path, **env_overrides) -> tuple[subprocess.Popen, str]:
     """`conclave serve` on a free port, ready to answer: (process, base URL)."""
     port = free_port()

@@ -4,11 +4,8 @@ on both client paths to an OpenAI-compatible expert: the lean aiohttp client and
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 
-import httpx
 import pytest
 
 from experts_registry import open_store
@@ -17,7 +14,7 @@ from service.backends import BackendPool
 from service.core.config import load_settings
 from service.pipeline.gateway import Gateway
 
-from .servers import free_port
+from .servers import start_fake_upstream
 
 pytestmark = pytest.mark.real
 CHAT = "/v1/chat/completions"
@@ -26,15 +23,7 @@ CHAT = "/v1/chat/completions"
 @pytest.fixture(scope="module", params=["lean", "litellm"])
 def upstream(request):
     """A fresh upstream per client path (it counts requests per model to fail the first N)."""
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "tests.fake_upstream", str(port)])
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        try:
-            httpx.get(base, timeout=1)
-            break
-        except httpx.HTTPError:
-            time.sleep(0.05)
+    proc, base = start_fake_upstream()
     yield base, request.param
     proc.kill()
 

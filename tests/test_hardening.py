@@ -8,7 +8,6 @@ import subprocess
 import sys
 import time
 
-import httpx
 import pytest
 
 from experts_registry import open_store
@@ -18,7 +17,7 @@ from service.core.config import load_settings
 from service.core.protocol import ChatRequest
 from service.pipeline.gateway import Gateway
 
-from .servers import free_port
+from .servers import free_port, start_fake_upstream
 
 pytestmark = pytest.mark.real
 CHAT = "/v1/chat/completions"
@@ -26,15 +25,7 @@ CHAT = "/v1/chat/completions"
 
 @pytest.fixture(scope="module")
 def upstream():
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "tests.fake_upstream", str(port)])
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        try:
-            httpx.get(base, timeout=1)
-            break
-        except httpx.HTTPError:
-            time.sleep(0.05)
+    proc, base = start_fake_upstream()
     yield base
     proc.kill()
 
