@@ -23,6 +23,18 @@ class GenParams:
     stop: tuple[str, ...] = ()
     seed: int | None = None
     stream: bool = True   # False: the caller wants the whole answer, so a backend may ask for it at once
+    # OpenAI fields beyond sampling (issue 17), as the client sent them (JSON-ready: they travel through
+    # the Redis queue).  A backend that cannot honour one that is set refuses the request; never drops it.
+    tools: list[dict] | None = None
+    tool_choice: str | dict | None = None
+    parallel_tool_calls: bool | None = None
+    response_format: dict | None = None
+    logprobs: bool = False
+    top_logprobs: int | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    logit_bias: dict | None = None
+    user: str | None = None
 
 
 @dataclass
@@ -30,6 +42,8 @@ class Delta:
     text: str = ""
     finish_reason: str | None = None
     usage: dict | None = None
+    tool_calls: list[dict] | None = None   # OpenAI's streamed shape: [{"index", "id"?, "type"?, "function"}]
+    logprobs: list[dict] | None = None     # OpenAI's choices[].logprobs.content entries for this piece
 
 
 @dataclass
@@ -37,6 +51,8 @@ class Generation:
     text: str
     finish_reason: str
     usage: dict = field(default_factory=dict)
+    tool_calls: list[dict] | None = None   # whole calls: [{"id", "type": "function", "function": {...}}]
+    logprobs: list[dict] | None = None
 
 
 class Backend(Protocol):
@@ -46,12 +62,25 @@ class Backend(Protocol):
 
 
 async def collect(chunks: AsyncIterator[Delta]) -> Generation:
-    parts, finish, usage = [], "stop", {}
+    parts, finish, usage, calls, logprobs = [], "stop", {}, {}, []
     async for d in chunks:
         parts.append(d.text)
         finish = d.finish_reason or finish
         usage = d.usage or usage
-    return Generation("".join(parts), finish, usage)
+        merge_tool_calls(calls, d.tool_calls or ())
+        logprobs.extend(d.logprobs or ())
+    return Generation("".join(parts), finish, usage, [calls[i] for i in sorted(calls)] or None, logprobs or None)
+
+
+def merge_tool_calls(calls: dict[int, dict], pieces) -> None:
+    """Fold streamed tool-call pieces (OpenAI's delta shape, keyed by ``index``) into whole calls."""
+    for piece in pieces:
+        call = calls.setdefault(piece.get("index", len(calls)),
+                                {"id": "", "type": "function", "function": {"name": "", "arguments": ""}})
+        call["id"] = piece.get("id") or call["id"]
+        fn = piece.get("function") or {}
+        call["function"]["name"] += fn.get("name") or ""
+        call["function"]["arguments"] += fn.get("arguments") or ""
 
 
 def usage_dict(prompt_tokens: int, completion_tokens: int) -> dict:
