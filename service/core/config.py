@@ -64,6 +64,8 @@ class Settings:
     sched_cluster: str = "affinity"         # Redis queue: "affinity" (placement table, per-expert streams) or "shared"
     sched_replica_fraction: float = 0.5     # a replica when an expert's queued work per holder > this * max_wait
     sched_answer_ttl: int = 3600   # seconds the Redis queue keeps answers (exactly-once marks, Idempotency-Key answers)
+    ui_decisions: int = 200         # routing decisions the dashboard keeps in memory (0: none)
+    ui_show_prompts: bool = False   # the dashboard shows prompt text (else a keyed hash and the length)
 
     def with_(self, **changes) -> "Settings":
         return replace(self, **changes)
@@ -150,4 +152,6 @@ def load_settings(env: dict | None = None) -> Settings:
         sched_cluster=_choice(env, "CONCLAVE_SCHED_CLUSTER", ("affinity", "shared")),
         sched_replica_fraction=_number(env, "CONCLAVE_SCHED_REPLICA_FRACTION", 0.5, float, 0.001),
         sched_answer_ttl=_number(env, "CONCLAVE_SCHED_ANSWER_TTL", 3600, int, 60),
+        ui_decisions=_number(env, "CONCLAVE_UI_DECISIONS", 200, int, 0),
+        ui_show_prompts=env.get("CONCLAVE_UI_SHOW_PROMPTS", "") in ("1", "true", "yes", "on"),
     )

@@ -27,6 +27,7 @@ from .fastpath import ChatFastPath
 from .middleware import AuthAndLimits
 from .ratelimit import RateLimiter
 from .shutdown import MARGIN_S, on_shutdown_signal
+from .ui import install_ui
 
 log = logging.getLogger("conclave.app")
 READY_TIMEOUT_S = 2.0
@@ -78,6 +79,7 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None,
     app.add_middleware(AuthAndLimits, settings=settings, metrics=gateway.metrics, auth=auth)
     _routes(app, gateway, auth, handler)
     app.include_router(admin_routes(gateway, settings))
+    install_ui(app, gateway, settings, auth, handler)
     return app
 
 

@@ -27,6 +27,7 @@ from ..core.protocol import ChatRequest
 from . import fanout
 from .adaptive import ask_until_clear, weighted_plan
 from .aggregator_profile import best_aggregator, load_aggregator_profile
+from .decisions import DecisionLog
 from .keywords import extract_keywords
 from .reliability import Breakers, backoff_delay
 from .routing import RouterHost
@@ -65,6 +66,7 @@ class Gateway:
         self.metrics = metrics or Metrics()
         self.breakers = Breakers(settings.breaker_failures, settings.breaker_cooldown)
         self.routers = RouterHost(settings)
+        self.decisions = DecisionLog(settings.ui_decisions, settings.ui_show_prompts)   # for the dashboard
         self.draining = False   # SIGTERM came: /health/readiness fails so load balancers move on
 
     async def resolve(self, req: ChatRequest, allowed: tuple[str, ...] = ()) -> Routed:
@@ -76,8 +78,9 @@ class Gateway:
             raise ModelNotFound(f"the model {req.model!r} does not exist: GET /v1/models lists the experts "
                                 f"and the virtual models {', '.join(VIRTUAL_MODELS)}", param="model") from None
 
-    async def route(self, req: ChatRequest, allowed: tuple[str, ...] = ()) -> Routed:
-        """Route over the registered experts (only those in ``allowed``, when the key is restricted)."""
+    async def route(self, req: ChatRequest, allowed: tuple[str, ...] = (), record: bool = True) -> Routed:
+        """Route over the registered experts (only those in ``allowed``, when the key is restricted).
+        ``record=False``: a preview (the dashboard's playground), neither counted nor kept."""
         opts = req.conclave
         text = req.prompt_text()
         if not text.strip():
@@ -95,7 +98,9 @@ class Gateway:
         if chosen not in by_name:
             raise ConfigError(f"router {decision.router!r} chose {chosen!r}, which is not registered: "
                               "retrain the router or register the expert")
-        self.metrics.routed.labels(decision.router, chosen).inc()
+        if record:
+            self.metrics.routed.labels(decision.router, chosen).inc()
+            self.decisions.record(decision, text, req.model, time.time())
         return Routed(by_name[chosen], decision, with_candidates=bool(opts and opts.return_candidates),
                       pool=by_name)
 
@@ -224,7 +229,7 @@ class Gateway:
                 first = await anext(it, None)
             except UpstreamError as exc:
                 if not exc.retryable or attempt == self.settings.retries:
-                    if breaker.failure(time.monotonic()):  # one failure per call, retries included
+                    if breaker.failure(time.monotonic(), exc.message):  # one failure per call, retries included
                         self.metrics.breaker_trips.labels(expert.name).inc()
                     raise
                 self.metrics.retries.labels(expert.name).inc()
