@@ -13,6 +13,8 @@ import base64
 import os
 import shutil
 import signal
+import subprocess
+import sys
 
 import httpx
 import pytest
@@ -20,8 +22,9 @@ import pytest
 from experts_registry import BUNDLED_FLAG, open_store
 from experts_registry.model import Expert
 
+from .conftest import REDIS_URL, fake_expert
 from .browser import chromium, console_errors, desktop, phone_width, require_browser, text_of, too_wide, wait_for
-from .servers import start_fake_upstream, start_gateway
+from .servers import running_gateway, start_fake_upstream, start_gateway
 
 pytestmark = pytest.mark.real
 ADMIN, USER = "sk-ui-admin-test", "sk-ui-user-test"
@@ -183,3 +186,36 @@ def test_the_workers_page_says_the_redis_queue_is_off(gateway, browser):
     assert "CONCLAVE_SCHED_QUEUE=redis" in text_of(browser, "#no-queue")
     check_both_widths(browser, shots, "workers")
     assert console_errors(browser) == []
+
+
+def test_the_workers_page_shows_the_cluster_on_the_redis_queue(browser, redis_prefix, tmp_path):
+    """A gateway on the Redis queue and one `conclave worker --kind fake`: the worker, what it holds,
+    the queue per expert and the history chart."""
+    shots = tmp_path
+    home = tmp_path / "home"
+    store = open_store(home, REDIS_URL, redis_prefix)
+    store.claim(BUNDLED_FLAG)
+    store.add(fake_expert("echo", skills=("general",)))
+    env = {"CONCLAVE_REDIS_URL": REDIS_URL, "CONCLAVE_REDIS_PREFIX": redis_prefix, "CONCLAVE_SCHED_QUEUE": "redis",
+           "CONCLAVE_ROUTER": "tags", "CONCLAVE_GENERALIST": "echo"}
+    worker = subprocess.Popen([sys.executable, "-m", "service.cli", "worker", "--kind", "fake", "--name", "ui-worker-1",
+                               "--reclaim-ms", "1000"], env={**os.environ, **env, "PYTHONPATH": os.getcwd(),
+                                                             "CONCLAVE_HOME": str(home)},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        with running_gateway(home, tmp_path / "server.log", **env) as base:
+            from openai import OpenAI
+
+            answer = OpenAI(base_url=base + "/v1", api_key="none").chat.completions.create(
+                model="echo", messages=[{"role": "user", "content": "hello"}], max_tokens=8)
+            assert answer.choices[0].message.content
+            open_page(browser, base, "/ui/workers", "#workers-body table")
+            # the worker's row: live, holding echo (its heartbeat publishes what it holds every second)
+            wait_for(browser, lambda d: "ui-worker-1 live" in text_of(d, "#worker-table")
+                     and "echo" in text_of(d, "#worker-table"))
+            assert "ui-worker-1 (loaded)" in text_of(browser, "#queue-table")   # the placement table
+            check_both_widths(browser, shots, "workers-redis")
+            assert console_errors(browser) == []
+    finally:
+        worker.terminate()
+        worker.wait(10)

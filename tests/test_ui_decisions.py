@@ -87,6 +87,8 @@ def test_quantiles_interpolate_inside_buckets():
     assert quantile(0.5, {"le": [], "count": 0.0, "sum": 0.0}) is None
     beyond = {"le": [(0.1, 0.0), (1.0, 1.0), (float("inf"), 10.0)], "count": 10.0, "sum": 99.0}
     assert quantile(0.99, beyond) == 1.0   # past the last finite bound: that bound
+    one = {"le": [(10.0, 0.0), (30.0, 1.0), (float("inf"), 1.0)], "count": 1.0, "sum": 12.5}
+    assert quantile(0.5, one) == quantile(0.99, one) == 12.5   # a single observation is exact
 
 
 def test_a_window_subtracts_the_snapshot_taken_before_it():
@@ -108,7 +110,7 @@ def test_a_window_subtracts_the_snapshot_taken_before_it():
     f = figures(now, base, 1060.0 - t)
     assert f["requests"]["count"] == 4 and f["requests"]["status"] == {"2xx": 3, "5xx": 1}
     assert f["requests"]["per_s"] == pytest.approx(4 / 60, abs=1e-3)
-    assert 0.01 < f["latency_s"]["p50"] <= 0.025
+    assert 0.01 < f["latency_s"]["p50"] <= 0.025 and f["latency_s"]["mean"] == pytest.approx(0.02)
     assert f["errors"] == {"upstream_error": 1} and f["tokens"] == {"prompt": 4, "completion": 6}
     assert f["routing"] == {"routed": 2, "direct": 1, "by_router": {"tags": 2}}
     [a] = f["experts"]

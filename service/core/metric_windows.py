@@ -96,6 +96,8 @@ def quantile(q: float, hist: dict | None) -> float | None:
     above the last finite bucket it is that bound (the true value is larger)."""
     if not hist or hist["count"] <= 0:
         return None
+    if hist["count"] == 1:
+        return hist["sum"]   # one observation: its exact value
     rank, lower, below = q * hist["count"], 0.0, 0.0
     for bound, cum in sorted(hist["le"]):
         if cum >= rank:
@@ -146,7 +148,8 @@ def figures(new: Snapshot, old: Snapshot | None, seconds: float) -> dict[str, An
     return {
         "seconds": round(seconds, 1),
         "requests": {"count": count, "per_s": _round(count / seconds if seconds > 0 else 0.0, 3), "status": status},
-        "latency_s": {"p50": _round(quantile(0.5, lat)), "p99": _round(quantile(0.99, lat))},
+        "latency_s": {"p50": _round(quantile(0.5, lat)), "p99": _round(quantile(0.99, lat)),
+                      "mean": _round(lat["sum"] / lat["count"]) if lat and lat["count"] > 0 else None},
         "errors": {k: v for k, v in _minus(new["errors"], old["errors"]).items() if v > 0},
         "tokens": {"prompt": sum(v for k, v in tokens.items() if k.endswith("|prompt")),
                    "completion": sum(v for k, v in tokens.items() if k.endswith("|completion"))},

@@ -33,6 +33,7 @@ function lineChart(points, lines, format, title) {
     if (!pts.length) continue;
     const d = pts.map((p, i) => `${i ? "L" : "M"}${x(p.t).toFixed(1)},${y(p[l.key]).toFixed(1)}`).join("");
     svg.append(s("path", {d, class: `line ${l.cls}`}));
+    if (pts.length === 1) svg.append(s("circle", {cx: x(pts[0].t), cy: y(pts[0][l.key]), r: 3, class: `dot ${l.cls}`}));
   }
   const legend = h("div", {class: "legend"}, lines.map((l) => h("span", {class: `key ${l.cls}`}, l.label)));
   return h("figure", {class: "figure"}, svg, legend,

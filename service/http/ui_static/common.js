@@ -65,7 +65,7 @@ function table(headers, rows, opts = {}) {
   const head = h("thead", {}, h("tr", {}, headers.map((x) => h("th", {scope: "col"}, x))));
   const body = h("tbody", {}, rows.length ? rows
     : h("tr", {}, h("td", {colspan: headers.length, class: "empty"}, opts.empty || "nothing yet")));
-  return h("div", {class: "scroll"}, h("table", {class: opts.cls || ""}, opts.caption ? h("caption", {}, opts.caption) : null, head, body));
+  return h("div", {class: "scroll"}, h("table", {class: opts.cls || "", id: opts.id}, opts.caption ? h("caption", {}, opts.caption) : null, head, body));
 }
 
 function card(label, value, sub) {

@@ -24,7 +24,7 @@ function render(o) {
   const span = `over ${fmt.secs(o.seconds)}`;
   const cards = h("div", {class: "cards"},
     card("Chat requests", fmt.int(r.count), `${fmt.rate(r.per_s, "req")} · ${span}`),
-    card("Latency p50", fmt.secs(o.latency_s.p50), "whole request, chat routes"),
+    card("Latency p50", fmt.secs(o.latency_s.p50), `mean ${fmt.secs(o.latency_s.mean)} · chat routes`),
     card("Latency p99", fmt.secs(o.latency_s.p99), "from histogram buckets"),
     card("Chat errors", fmt.int(errs), `${fmt.int(r.status["4xx"] || 0)} × 4xx · ${fmt.int(r.status["5xx"] || 0)} × 5xx`),
     card("Tokens", fmt.int(tok), `${fmt.int(o.tokens.prompt)} prompt · ${fmt.int(o.tokens.completion)} completion`),

@@ -64,7 +64,7 @@ function showDecision(d) {
     h("p", {}, h("strong", {}, `${d.router} → ${d.experts.join(", ")}`), ` (k = ${d.k}) `, h("span", {class: "sub"}, d.reason)),
     d.stopping ? h("p", {class: "sub"}, `stops when: ${JSON.stringify(d.stopping)}`) : null,
     table(["#", "Candidate", "Score", weights ? "Vote weight" : null, "Evidence"].filter((x) => x !== null), rows,
-      {cls: "candidates", caption: "Every candidate, best first"}));
+      {cls: "candidates", caption: "Every candidate, in the router's order"}));
 }
 
 /* POST /ui/api/chat (the same handler as /v1/chat/completions) and read its server-sent events. */

@@ -18,11 +18,11 @@ function renderWorkers(w) {
       h("td", {}, `${x.max_models} model(s)`, x.memory_mb ? h("div", {class: "sub"}, fmt.mb(x.memory_mb)) : null),
       h("td", {}, x.holds.length ? x.holds.map((e) => h("span", {class: "tag"}, tiers && x.tiers && x.tiers[e] ? `${e} · ${x.tiers[e]}` : e)) : "nothing"),
       h("td", {}, counts(x.loads), h("div", {class: "sub"}, counts(x.unloads))),
-      h("td", {}, fmt.int(x.jobs)), h("td", {}, fmt.secs(x.busy_s)))), {empty: "no worker registered: start 'conclave worker'"});
+      h("td", {}, fmt.int(x.jobs)), h("td", {}, fmt.secs(x.busy_s)))), {id: "worker-table", empty: "no worker registered: start 'conclave worker'"});
   const queue = table(["Expert", "Queued jobs", "Held by"], Object.entries(w.placement).map(([e, p]) => h("tr", {},
     h("th", {scope: "row"}, e), h("td", {}, fmt.int(p.queued)),
     h("td", {}, Object.keys(p.holders).length ? Object.entries(p.holders).map(([n, s]) => h("span", {class: "tag"}, `${n} (${s})`)) : "nobody"))),
-  {empty: "no expert queued through Redis yet"});
+  {id: "queue-table", empty: "no expert queued through Redis yet"});
   return [w.message ? h("p", {class: "err"}, w.message) : null,
     h("p", {class: "note"}, `${fmt.int(w.loads_total || 0)} model loads in all.`), section("Workers", workers),
     section("Queue per expert", queue),
