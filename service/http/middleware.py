@@ -36,7 +36,8 @@ class AuthAndLimits:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         t0, status = time.perf_counter(), [500]
-        route = route_label(scope["path"])
+        path = scope["path"]
+        route = path if path in KNOWN_ROUTES else route_label(path)
         rid = request_id(scope)
 
         async def send_wrapped(message):
@@ -70,7 +71,7 @@ class AuthAndLimits:
             return
         header = dict(scope["headers"]).get(b"authorization")
         value = header.decode("latin-1") if header else None
-        if is_ui(scope["path"]):
+        if scope["path"].startswith("/ui") and is_ui(scope["path"]):
             value = browser_authorization(value)
         scope["conclave.principal"] = self.auth.authenticate(value)
 
@@ -96,9 +97,7 @@ class AuthAndLimits:
 
 
 def route_label(path: str) -> str:
-    """The ``route`` label of the request metrics: known routes by name, the rest by area."""
-    if path in KNOWN_ROUTES:
-        return path
+    """The ``route`` label of the request metrics for a path outside KNOWN_ROUTES: its area."""
     if path.startswith("/admin/"):
         return "/admin"
     return "/ui" if is_ui(path) else "other"
