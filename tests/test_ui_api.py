@@ -155,3 +155,19 @@ def test_decisions_show_prompt_text_only_when_enabled(fake_gateway, client_for):
 def test_workers_say_when_the_redis_queue_is_off(open_client):
     w = open_client.get("/ui/api/workers").json()
     assert w["queue"] == "local" and "CONCLAVE_SCHED_QUEUE=redis" in w["message"] and "local" in w
+
+
+def test_every_file_the_page_names_ships_in_the_package():
+    """index.html's scripts and stylesheet exist in ui_static/, which pyproject ships as package data."""
+    import re
+    import tomllib
+    from pathlib import Path
+
+    from service.http.ui import static_file
+
+    root = Path(__file__).resolve().parents[1]
+    page = (root / "service/http/ui_static/index.html").read_text()
+    names = re.findall(r'(?:src|href)="/ui/static/([^"]+)"', page)
+    assert len(names) >= 8 and all(static_file(n) is not None for n in names)
+    data = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    assert "ui_static/*" in data["service.http"]

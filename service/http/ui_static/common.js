@@ -75,7 +75,7 @@ function card(label, value, sub) {
 
 function section(title, ...children) { return h("section", {}, h("h2", {}, title), children); }
 
-/* Run fn now and every ms while this view is shown (app.js clears the timers on navigation). */
+/* Run fn now and every ms while the page is open (each view is its own page). */
 function every(ms, fn) {
   const run = async () => {
     try { await fn(); setStatus(`updated ${new Date().toLocaleTimeString("en-GB")}`); }
