@@ -126,3 +126,15 @@ def test_history_is_bounded_and_spaced():
         h.add(t, {})
     assert [t for t, _ in h.items()] == [10.0, 15.0, 20.0]
     assert h.base(21.0, 8.0)[0] == 10.0 and h.base(21.0, 100.0)[0] == 10.0
+
+
+def test_the_settings_come_from_the_environment():
+    from experts_registry.errors import ConfigError
+    from service.core.config import load_settings
+
+    default = load_settings({"CONCLAVE_HOME": "/tmp/x"})
+    assert default.ui_decisions == 200 and default.ui_show_prompts is False
+    s = load_settings({"CONCLAVE_HOME": "/tmp/x", "CONCLAVE_UI_DECISIONS": "0", "CONCLAVE_UI_SHOW_PROMPTS": "1"})
+    assert s.ui_decisions == 0 and s.ui_show_prompts is True
+    with pytest.raises(ConfigError, match="CONCLAVE_UI_DECISIONS must be >= 0"):
+        load_settings({"CONCLAVE_UI_DECISIONS": "-1"})
