@@ -136,7 +136,6 @@ def install_ui(app: FastAPI, gw: Gateway, settings: Settings, auth: Authenticato
 
 
 def ui_routes(state: UiState, auth: Authenticator, handler: ChatHandler) -> APIRouter:
-    gw = state.gw
     api = APIRouter(prefix=PREFIX, include_in_schema=False)
 
     def guard(request: Request, action: bool = False) -> None:
@@ -146,6 +145,13 @@ def ui_routes(state: UiState, auth: Authenticator, handler: ChatHandler) -> APIR
             raise InvalidRequest("dashboard actions need the header 'X-Conclave-UI: 1' (the dashboard's pages "
                                  "send it; other sites' pages cannot)", param="X-Conclave-UI")
 
+    _pages(api, guard)
+    _reads(api, state, guard)
+    _actions(api, state.gw, guard, handler)
+    return api
+
+
+def _pages(api: APIRouter, guard) -> None:
     def page(request: Request) -> Response:
         guard(request)
         body, kind = static_file("index.html")
@@ -162,6 +168,10 @@ def ui_routes(state: UiState, auth: Authenticator, handler: ChatHandler) -> APIR
         if found is None:
             return Response("not found\n", status_code=404, media_type="text/plain")
         return Response(found[0], media_type=found[1], headers={"cache-control": "no-cache"})
+
+
+def _reads(api: APIRouter, state: UiState, guard) -> None:
+    gw = state.gw
 
     @api.get("/api/overview")
     async def overview(request: Request, window: int = Query(300, ge=10, le=3600)) -> dict:
@@ -180,30 +190,11 @@ def ui_routes(state: UiState, auth: Authenticator, handler: ChatHandler) -> APIR
         guard(request)
         return await asyncio.to_thread(experts_view, gw)
 
-    @api.post("/api/experts/{name}/ping")
-    async def ping_expert(name: str, request: Request) -> dict:
-        guard(request, action=True)
-        return await ping(gw, name)
-
     @api.get("/api/routers")
     async def routers(request: Request) -> dict:
         guard(request)
         return {"routers": sorted(ROUTERS), "default": gw.routers.default_name(),
                 "show_prompts": gw.decisions.show_prompts, "decisions_kept": gw.decisions.size}
-
-    @api.post("/api/route")
-    async def route(ask: RouteAsk, request: Request) -> dict:
-        guard(request, action=True)
-        k = ask.k
-        req = ChatRequest(model=VIRTUAL_AUTO if k == 1 else VIRTUAL_MOE,
-                          messages=[{"role": "user", "content": ask.prompt}], conclave={"router": ask.router, "k": k})
-        routed = await gw.route(req, request.scope["conclave.principal"].models, record=False)
-        return {"model": req.model, **describe(routed.decision)}
-
-    @api.post("/api/chat")
-    async def chat(req: ChatRequest, request: Request) -> Response:
-        guard(request, action=True)
-        return await handler(req, request.headers, request.scope["conclave.principal"])
 
     @api.get("/api/decisions")
     async def decisions(request: Request, limit: int = Query(50, ge=1, le=10_000)) -> dict:
@@ -219,4 +210,25 @@ def ui_routes(state: UiState, auth: Authenticator, handler: ChatHandler) -> APIR
             state.workers.add(time.time(), rep)
         return workers_view(gw, rep, state.workers)
 
-    return api
+
+def _actions(api: APIRouter, gw: Gateway, guard, handler: ChatHandler) -> None:
+    """The POSTs: ping an expert, preview a routing decision, the playground's chat."""
+
+    @api.post("/api/experts/{name}/ping")
+    async def ping_expert(name: str, request: Request) -> dict:
+        guard(request, action=True)
+        return await ping(gw, name)
+
+    @api.post("/api/route")
+    async def route(ask: RouteAsk, request: Request) -> dict:
+        guard(request, action=True)
+        k = ask.k
+        req = ChatRequest(model=VIRTUAL_AUTO if k == 1 else VIRTUAL_MOE,
+                          messages=[{"role": "user", "content": ask.prompt}], conclave={"router": ask.router, "k": k})
+        routed = await gw.route(req, request.scope["conclave.principal"].models, record=False)
+        return {"model": req.model, **describe(routed.decision)}
+
+    @api.post("/api/chat")
+    async def chat(req: ChatRequest, request: Request) -> Response:
+        guard(request, action=True)
+        return await handler(req, request.headers, request.scope["conclave.principal"])
