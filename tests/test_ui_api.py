@@ -171,3 +171,15 @@ def test_every_file_the_page_names_ships_in_the_package():
     assert len(names) >= 8 and all(static_file(n) is not None for n in names)
     data = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
     assert "ui_static/*" in data["service.http"]
+
+
+def test_capabilities_are_read_whichever_way_the_record_declares_them():
+    from types import SimpleNamespace
+
+    from service.http.ui_views import capabilities
+
+    assert capabilities(SimpleNamespace(name="x")) is None                       # no such field: not shown
+    assert capabilities(SimpleNamespace(capabilities=("vision", "tools"))) == ["tools", "vision"]
+    assert capabilities(SimpleNamespace(capabilities={"tools": True, "vision": False})) == ["tools"]
+    assert capabilities(SimpleNamespace(tools=True, vision=False, logprobs=True)) == ["tools", "logprobs"]
+    assert capabilities(SimpleNamespace(supports_json_schema=True)) == ["json_schema"]
