@@ -30,6 +30,7 @@ from experts_registry.errors import ConclaveError, ContextLengthExceeded, Expert
 from experts_registry.model import Expert
 
 from ..core.backend import Delta, usage_dict
+from ..core.completions import raw_prompt, refuse_scoring
 from ..core.prompting import chat_messages, completion_prompt
 from .base import Job, Worker
 from .vllm_convert import model_dir
@@ -150,7 +151,9 @@ def _prepare(engine: Engine, expert: Expert, jobs: list[Job]) -> list[tuple[Job,
     ready = []
     for job in jobs:
         try:
-            ids = _prompt_ids(engine.tokenizer, expert, job.messages)
+            refuse_scoring(expert.name, job.params, "the vLLM worker returns text only")
+            ids = (_raw_ids(engine.tokenizer, job.messages) if job.params.raw
+                   else _prompt_ids(engine.tokenizer, expert, job.messages))
             room = engine.max_len - len(ids)
             if room < 1:
                 raise ContextLengthExceeded(
@@ -174,11 +177,18 @@ def _prompt_ids(tokenizer, expert: Expert, messages: list[dict]) -> list[int]:
     return tokenizer.encode(text, add_special_tokens=False)   # the template already holds any BOS
 
 
+def _raw_ids(tokenizer, messages: list[dict]) -> list[int]:
+    """A /v1/completions prompt: its token ids, or its text encoded as the model's tokenizer does (BOS included)."""
+    prompt = raw_prompt(messages)
+    return prompt if isinstance(prompt, list) else tokenizer.encode(prompt, add_special_tokens=True)
+
+
 def _sampling(expert: Expert, job: Job, room: int):
     from vllm import SamplingParams
 
     p = job.params
-    kwargs = {"max_tokens": min(p.max_tokens, room), "stop": (list(expert.stop) + list(p.stop)) or None}
+    stop = ([] if p.raw else list(expert.stop)) + list(p.stop)   # a raw prompt has no template, so no template stops
+    kwargs = {"max_tokens": min(p.max_tokens, room), "stop": stop or None}
     for name in ("temperature", "top_p", "seed"):
         if getattr(p, name) is not None:
             kwargs[name] = getattr(p, name)
