@@ -199,3 +199,44 @@ def test_upstream_fields_pass_echo_and_logprobs_through():
     p = GenParams(raw=True, echo=True, logprobs=True, top_logprobs=0)
     assert raw_fields(raw_messages("x"), p) == {"prompt": "x", "echo": True, "logprobs": 0}
     assert raw_fields(raw_messages("x"), GenParams(raw=True)) == {"prompt": "x"}
+
+
+def test_a_raw_prompt_gets_the_requests_stops_only():
+    from experts_registry.model import Expert
+    from service.core.backend import sampling
+
+    e = Expert(name="e", backend="llamacpp", model="fake:echo", stop=("\nQ:",))
+    assert sampling(e, GenParams(raw=True, stop=("END",)))["stop"] == ["END"]
+    assert sampling(e, GenParams(stop=("END",)))["stop"] == ["\nQ:", "END"]
+
+
+def test_backends_without_scoring_refuse_echo_and_logprobs_naming_the_field():
+    from experts_registry.errors import InvalidRequest
+    from service.core.completions import refuse_scoring
+
+    for params, field in ((GenParams(raw=True, logprobs=True, echo=True), "logprobs"),
+                          (GenParams(raw=True, echo=True), "echo")):
+        with pytest.raises(InvalidRequest) as bad:
+            refuse_scoring("x", params, "no logits here")
+        assert bad.value.param == field and "'x'" in bad.value.message
+    refuse_scoring("x", GenParams(raw=True), "no logits here")        # plain text: fine
+    refuse_scoring("x", GenParams(logprobs=True), "no logits here")   # chat logprobs are not this check's
+
+
+def test_vllm_worker_takes_raw_prompts_and_refuses_scoring():
+    from experts_registry.errors import InvalidRequest
+    from service.workers.base import END, Job
+    from service.workers.vllm_worker import Engine, _prepare, _raw_ids
+
+    class Tok:
+        def encode(self, text, add_special_tokens):
+            return [1] + [len(w) for w in text.split()] if add_special_tokens else []
+
+    assert _raw_ids(Tok(), raw_messages("ab cde")) == [1, 2, 3]
+    assert _raw_ids(Tok(), raw_messages([9, 8])) == [9, 8]
+    got = []
+    job = Job("v", raw_messages("ab"), GenParams(raw=True, echo=True, max_tokens=0), got.append)
+    from experts_registry.model import Expert
+
+    assert _prepare(Engine(None, Tok(), 64), Expert(name="v", backend="vllm", model="x"), [job]) == []
+    assert isinstance(got[0], InvalidRequest) and got[0].param == "echo" and got[-1] is END
