@@ -223,20 +223,51 @@ def test_backends_without_scoring_refuse_echo_and_logprobs_naming_the_field():
     refuse_scoring("x", GenParams(logprobs=True), "no logits here")   # chat logprobs are not this check's
 
 
-def test_vllm_worker_takes_raw_prompts_and_refuses_scoring():
+class Tok:
+    """A tokenizer stand-in: one id per word (its length), BOS = 1, decode joins ids."""
+    def encode(self, text, add_special_tokens):
+        return ([1] if add_special_tokens else []) + [len(w) for w in text.split()]
+
+    def decode(self, ids):
+        return "|".join(map(str, ids))
+
+    def __len__(self):
+        return 100
+
+
+def test_vllm_raw_prompts_put_a_bos_first_and_never_echo_it():
     from experts_registry.errors import InvalidRequest
-    from service.workers.base import END, Job
-    from service.workers.vllm_worker import Engine, _prepare, _raw_ids
+    from service.workers.vllm_raw import raw_ids, scoring_fields
 
-    class Tok:
-        def encode(self, text, add_special_tokens):
-            return [1] + [len(w) for w in text.split()] if add_special_tokens else []
+    assert raw_ids(Tok(), raw_messages("ab cde")) == ([1, 2, 3], 1)
+    assert raw_ids(Tok(), raw_messages([1, 8])) == ([1, 8], 0)
+    with pytest.raises(InvalidRequest) as bad:
+        raw_ids(Tok(), raw_messages([5, 100]))
+    assert bad.value.param == "prompt"
+    scoring = GenParams(raw=True, echo=True, logprobs=True, top_logprobs=2, max_tokens=0)
+    assert scoring_fields(scoring, 50) == {"max_tokens": 1, "logprobs": 2, "prompt_logprobs": 2}
+    assert scoring_fields(GenParams(raw=True, max_tokens=9), 5) == {"max_tokens": 5}
 
-    assert _raw_ids(Tok(), raw_messages("ab cde")) == [1, 2, 3]
-    assert _raw_ids(Tok(), raw_messages([9, 8])) == [9, 8]
+
+def test_vllm_raw_answers_carry_prompt_and_answer_logprobs():
+    from types import SimpleNamespace as NS
+
+    from service.workers.base import Job
+    from service.workers.vllm_raw import deliver_raw
+
+    def lp(value, rank, text):
+        return NS(logprob=value, rank=rank, decoded_token=text)
+
+    prompt_lps = [None, {2: lp(-0.1, 1, "ab")}, {3: lp(-2.0, 2, " cde"), 7: lp(-0.5, 1, " x")}]
+    out = NS(prompt_logprobs=prompt_lps, outputs=[NS(token_ids=[4], text=" wxyz", finish_reason="length",
+                                                     logprobs=[{4: lp(-1.0, 3, " wxyz"), 9: lp(-0.2, 1, " y")}])])
     got = []
-    job = Job("v", raw_messages("ab"), GenParams(raw=True, echo=True, max_tokens=0), got.append)
-    from experts_registry.model import Expert
-
-    assert _prepare(Engine(None, Tok(), 64), Expert(name="v", backend="vllm", model="x"), [job]) == []
-    assert isinstance(got[0], InvalidRequest) and got[0].param == "echo" and got[-1] is END
+    deliver_raw(Tok(), Job("v", raw_messages("ab cde"), GenParams(raw=True, echo=True, logprobs=True,
+                                                                 top_logprobs=1, max_tokens=0), got.append), out)
+    assert got[0].text == "ab cde" and got[1].usage == {"prompt_tokens": 3, "completion_tokens": 0, "total_tokens": 3}
+    assert [(e["token"], e["logprob"], e["text_offset"]) for e in got[0].logprobs] == [("ab", None, 0), (" cde", -2.0, 2)]
+    assert {t["token"]: t["logprob"] for t in got[0].logprobs[1]["top_logprobs"]} == {" x": -0.5, " cde": -2.0}
+    got = []
+    deliver_raw(Tok(), Job("v", raw_messages("ab cde"), GenParams(raw=True, logprobs=True, max_tokens=3), got.append), out)
+    assert got[0].text == " wxyz" and got[1].finish_reason == "length"
+    assert [(e["token"], e["logprob"], e["text_offset"]) for e in got[0].logprobs] == [(" wxyz", -1.0, 6)]

