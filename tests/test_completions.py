@@ -11,6 +11,7 @@ from service.core.backend import GenParams
 from service.core.completions import entry, from_legacy, legacy_logprobs, raw_fields, raw_messages, raw_prompt
 
 from .test_api import assert_openai_error
+from .test_auth import keyed  # noqa: F401 - the fixture
 
 PATH = "/v1/completions"
 
@@ -271,3 +272,20 @@ def test_vllm_raw_answers_carry_prompt_and_answer_logprobs():
     deliver_raw(Tok(), Job("v", raw_messages("ab cde"), GenParams(raw=True, logprobs=True, max_tokens=3), got.append), out)
     assert got[0].text == " wxyz" and got[1].finish_reason == "length"
     assert [(e["token"], e["logprob"], e["text_offset"]) for e in got[0].logprobs] == [(" wxyz", -1.0, 6)]
+
+
+def test_keys_model_limits_and_rate_limits_are_those_of_chat(keyed):
+    from experts_registry.keys import new_key
+
+    client, _, gw = keyed
+    secret, key = new_key("narrow", "user", models=["echo", "conclave-auto"], rpm=3)
+    gw.store.put_key(key)
+    h = {"Authorization": f"Bearer {secret}"}
+    assert_openai_error(client.post(PATH, headers=h, json={"model": "mathy", "prompt": "hi"}), 403, param="model")
+    r = client.post(PATH, headers=h, json={"model": "conclave-auto", "prompt": "an algebra question"})
+    assert r.status_code == 200 and r.headers["x-conclave-expert"] == "echo"   # routed within the key's experts
+    chat = {"model": "echo", "messages": [{"role": "user", "content": "hi"}]}
+    assert client.post("/v1/chat/completions", headers=h, json=chat).status_code == 200
+    assert client.post(PATH, headers=h, json={"model": "echo", "prompt": "hi"}).status_code == 200   # 3 of 3
+    r = client.post(PATH, headers=h, json={"model": "echo", "prompt": "hi"})   # (the 403 was not counted)
+    assert r.status_code == 429 and r.json()["error"]["type"] == "rate_limit_error"
