@@ -28,18 +28,14 @@ TEXT = ("The quick brown fox jumps over the lazy dog while the farmer watches fr
         "wonders whether the rain will come before the harvest is done this year ")
 
 
-def timed(worker, expert, prompt: str, params: GenParams, repeats: int) -> tuple[float, float, list]:
-    """Median wall and CPU seconds (CPU time, all threads: steadier on a busy machine) and the last output."""
-    times, cpu, out = [], [], []
-    for _ in range(repeats):
-        out = []
-        job = Job(expert.name, raw_messages(prompt), params, out.append)
-        worker.models[expert.name].llm.reset()   # no prefix cache: both cases read the whole prompt
-        t0, c0 = time.perf_counter(), time.process_time()
-        worker.generate(expert, [job])
-        times.append(time.perf_counter() - t0)
-        cpu.append(time.process_time() - c0)
-    return statistics.median(times), statistics.median(cpu), out
+def run_once(worker, expert, prompt: str, params: GenParams) -> tuple[float, float, list]:
+    """Wall and CPU seconds (CPU time of all threads: steadier on a busy machine) of one job, and its output."""
+    out = []
+    job = Job(expert.name, raw_messages(prompt), params, out.append)
+    worker.models[expert.name].llm.reset()   # no prefix cache: both cases read the whole prompt
+    t0, c0 = time.perf_counter(), time.process_time()
+    worker.generate(expert, [job])
+    return time.perf_counter() - t0, time.process_time() - c0, out
 
 
 def measure(name: str, args, home: Path) -> dict:
@@ -48,15 +44,18 @@ def measure(name: str, args, home: Path) -> dict:
     worker.load(expert)
     llm = worker.models[name].llm
     prompt = " ".join((TEXT * 10).split()[: args.words])
-    plain_s, plain_cpu, _ = timed(worker, expert, prompt, GenParams(raw=True, max_tokens=1, temperature=0),
-                                  args.repeats)
+    plain = GenParams(raw=True, max_tokens=1, temperature=0)
     scoring = GenParams(raw=True, max_tokens=1, temperature=0, echo=True, logprobs=True, top_logprobs=1)
-    score_s, score_cpu, out = timed(worker, expert, prompt, scoring, args.repeats)
-    tokens = out[-1].usage["prompt_tokens"]
+    runs = {"plain": [], "scoring": []}
+    for _ in range(args.repeats):   # interleaved, so that a busy neighbour hits both alike
+        runs["plain"].append(run_once(worker, expert, prompt, plain))
+        runs["scoring"].append(run_once(worker, expert, prompt, scoring))
+    tokens = runs["scoring"][-1][2][-1].usage["prompt_tokens"]
     worker.close()
-    return {"model": name, "prompt_tokens": tokens, "vocab": llm.n_vocab(), "plain_ms": round(plain_s * 1000, 1),
-            "scoring_ms": round(score_s * 1000, 1), "plain_cpu_ms": round(plain_cpu * 1000, 1),
-            "scoring_cpu_ms": round(score_cpu * 1000, 1), "cpu_ratio": round(score_cpu / plain_cpu, 2),
+    med = {f"{case}_{what}_ms": round(statistics.median(r[i] for r in rs) * 1000, 1)
+           for case, rs in runs.items() for i, what in ((0, "wall"), (1, "cpu"))}
+    return {"model": name, "prompt_tokens": tokens, "vocab": llm.n_vocab(), **med,
+            "cpu_ratio": round(med["scoring_cpu_ms"] / med["plain_cpu_ms"], 2),
             "buffer_mb": round((tokens + 2) * llm.n_vocab() * 4 / 2**20, 1),
             "logits_all_buffer_mb": round(expert.context_length * llm.n_vocab() * 4 / 2**20, 1)}
 
@@ -73,11 +72,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    print(f"{'model':14} {'tokens':>6} {'plain ms':>9} {'scoring ms':>11} {'plain cpu':>10} {'scoring cpu':>12} "
-          f"{'cpu x':>6} {'buffer MB':>10} {'logits_all MB':>14}")
+    cols = ["model", "prompt_tokens", "plain_wall_ms", "scoring_wall_ms", "plain_cpu_ms", "scoring_cpu_ms",
+            "cpu_ratio", "buffer_mb", "logits_all_buffer_mb"]
+    print("  ".join(f"{c:>15}" for c in cols))
     for r in rows:
-        print(f"{r['model']:14} {r['prompt_tokens']:>6} {r['plain_ms']:>9} {r['scoring_ms']:>11} {r['plain_cpu_ms']:>10} "
-              f"{r['scoring_cpu_ms']:>12} {r['cpu_ratio']:>6} {r['buffer_mb']:>10} {r['logits_all_buffer_mb']:>14}")
+        print("  ".join(f"{r[c]!s:>15}" for c in cols))
     return 0
 
 
