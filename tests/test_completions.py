@@ -75,6 +75,7 @@ def test_a_batch_of_prompts_gets_one_choice_each_in_order(client):
     assert [c["index"] for c in choices] == [0, 1, 2]
     assert [c["text"] for c in choices] == ["echo says: one", "echo says: two", "echo says: three"]
     assert r.json()["usage"]["completion_tokens"] == 9
+    assert [c["expert"] for c in r.json()["conclave"]["choices"]] == ["echo"] * 3
 
 
 def test_token_id_prompts_travel_as_ids(client, fake_gateway):
@@ -289,3 +290,12 @@ def test_keys_model_limits_and_rate_limits_are_those_of_chat(keyed):
     assert client.post(PATH, headers=h, json={"model": "echo", "prompt": "hi"}).status_code == 200   # 3 of 3
     r = client.post(PATH, headers=h, json={"model": "echo", "prompt": "hi"})   # (the 403 was not counted)
     assert r.status_code == 429 and r.json()["error"]["type"] == "rate_limit_error"
+
+
+def test_a_routed_batch_routes_each_prompt(client):
+    r = client.post(PATH, json={"model": "conclave-auto", "prompt": ["solve this algebra problem", "tell me a story"],
+                                "max_tokens": 3})
+    assert r.status_code == 200, r.text
+    assert r.json()["model"] == "conclave-auto"   # the choices came from different experts
+    assert [c["expert"] for c in r.json()["conclave"]["choices"]] == ["mathy", "echo"]
+    assert [c["text"].split()[0] for c in r.json()["choices"]] == ["mathy", "echo"]

@@ -100,7 +100,7 @@ class CompletionHandler:
         await self.limiter.spend_tokens(who, usage["total_tokens"])
         experts = [r.expert.name for r, _ in answers]
         model = experts[0] if len(set(experts)) == 1 else req.model
-        info = answers[0][0].info() if len(answers) == 1 else {"experts": experts}
+        info = answers[0][0].info() if len(answers) == 1 else {"choices": [r.info() for r, _ in answers]}
         body = text_completion_body(new_completion_id(), model,
                                     [choice(i, g.text, g.logprobs, g.finish_reason) for i, (_, g) in enumerate(answers)],
                                     usage, info)
