@@ -158,3 +158,27 @@ def test_logprobs_and_refusals_travel_through_the_redis_queue(redis_prefix, tmp_
         w.wait()
     assert gen.text == PROMPT and gen.logprobs[0]["logprob"] is None and len(gen.logprobs) == 5
     assert bad.value.param == "prompt" and "vocabulary" in bad.value.message
+
+
+ODD = [  # (body fields, expected status)
+    ({"model": "smollm2", "prompt": ""}, 400),                      # no BOS to start from
+    ({"model": "gemma-3-270m", "prompt": "", "max_tokens": 2}, 200),  # a BOS is
+    ({"model": "smollm2", "prompt": [0], "max_tokens": 2, "echo": True, "logprobs": 5}, 200),
+    ({"model": "smollm2", "prompt": [[10**7]]}, 400),               # outside the vocabulary
+    ({"model": "smollm2", "prompt": "é漢字 🙂", "max_tokens": 3, "echo": True, "logprobs": 5}, 200),
+    ({"model": "smollm2", "prompt": "<|im_start|>user\nhi<|im_end|>", "max_tokens": 2, "logprobs": 0}, 200),
+    ({"model": "smollm2", "prompt": "word " * 3000, "max_tokens": 1}, 400),   # longer than the context
+    ({"model": "smollm2", "prompt": ["a", "b"], "max_tokens": 2, "stop": ["\n"], "logprobs": 1}, 200),
+]
+
+
+@pytest.mark.parametrize("fields, status", ODD)
+def test_odd_prompts_get_an_answer_or_a_400_never_a_5xx(gateway, fields, status):
+    r = httpx.post(gateway[0] + "/v1/completions", json=fields, timeout=120)
+    assert r.status_code == status, r.text
+    if status == 400:
+        assert r.json()["error"]["param"] == "prompt"
+    else:
+        for c in r.json()["choices"]:
+            lp = c["logprobs"]
+            assert lp is None or len(lp["tokens"]) == len(lp["token_logprobs"]) == len(lp["text_offset"])
