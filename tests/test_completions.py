@@ -201,6 +201,7 @@ def test_upstream_fields_pass_echo_and_logprobs_through():
     p = GenParams(raw=True, echo=True, logprobs=True, top_logprobs=0)
     assert raw_fields(raw_messages("x"), p) == {"prompt": "x", "echo": True, "logprobs": 0}
     assert raw_fields(raw_messages("x"), GenParams(raw=True)) == {"prompt": "x"}
+    assert raw_fields(raw_messages([3]), GenParams(raw=True, user="u-1")) == {"prompt": [3], "user": "u-1"}
 
 
 def test_a_raw_prompt_gets_the_requests_stops_only():

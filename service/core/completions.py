@@ -99,8 +99,10 @@ def raw_prompt(messages: list[dict]) -> str | list[int]:
 
 
 def raw_fields(messages: list[dict], params) -> dict:
-    """The completion-only fields an OpenAI-compatible upstream gets: prompt, echo, logprobs."""
+    """The completion fields an OpenAI-compatible upstream gets beyond sampling: prompt, echo, logprobs, user."""
     fields = {"prompt": raw_prompt(messages)}
+    if params.user:
+        fields["user"] = params.user
     if params.echo:
         fields["echo"] = True
     if params.logprobs:
