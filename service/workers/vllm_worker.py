@@ -158,9 +158,10 @@ def _prepare(engine: Engine, expert: Expert, jobs: list[Job]) -> list[tuple[Job,
                    else _prompt_ids(engine.tokenizer, expert, job.messages))
             room = engine.max_len - len(ids)
             if room < 1:
+                what = "prompt" if job.params.raw else "messages"
                 raise ContextLengthExceeded(
-                    f"this model's maximum context length is {engine.max_len} tokens, but your messages came to "
-                    f"{len(ids)} tokens (expert {expert.name!r}): shorten the messages", expert=expert.name)
+                    f"this model's maximum context length is {engine.max_len} tokens, but your {what} came to "
+                    f"{len(ids)} tokens (expert {expert.name!r}): shorten the {what}", expert=expert.name, param=what)
             ready.append((job, ids, _sampling(expert, job, room)))
         except ConclaveError as exc:
             job.fail(exc)
