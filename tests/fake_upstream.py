@@ -12,6 +12,10 @@
     bad           400 invalid_request_error about a parameter
     verbose       500 with a long body holding a traceback, a file path and a secret-looking token
     slow          answers after 1 s
+
+A request to ``/v1/completions`` with a ``prompt`` and model ``ok`` is answered as OpenAI's legacy
+endpoint does: text "upstream ok" (after the prompt with ``echo``), ``logprobs`` per word (-0.5 each, the
+first echoed one null), streamed as ``text_completion`` chunks when asked.
 """
 
 from __future__ import annotations
@@ -30,6 +34,20 @@ def chunk(text: str, finish=None) -> bytes:
     body = {"id": "x", "object": "chat.completion.chunk", "created": 0, "model": "m",
             "choices": [{"index": 0, "delta": {"content": text} if text else {}, "finish_reason": finish}]}
     return f"data: {json.dumps(body)}\n\n".encode()
+
+
+def legacy_logprobs(echoed: list[str], words: list[str], prompt_len: int, n) -> dict | None:
+    """OpenAI's legacy logprobs object: -0.5 per token, the first echoed token null."""
+    if n is None:
+        return None
+    tokens = echoed + words
+    values = [None if echoed and i == 0 else -0.5 for i in range(len(tokens))]
+    offsets, at = [], 0 if echoed else prompt_len
+    for t in tokens:
+        offsets.append(at)
+        at += len(t)
+    return {"tokens": tokens, "token_logprobs": values, "text_offset": offsets,
+            "top_logprobs": [None if v is None else {t: v} for t, v in zip(tokens, values)]}
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -82,12 +100,33 @@ class Handler(BaseHTTPRequestHandler):
             time.sleep(3600)
         if kind == "reset":
             return self._drop()
+        if self.path.endswith("/v1/completions") and "prompt" in req and kind == "ok":
+            return self._text_completion(req)
         if req.get("stream"):
             return self._stream(kind == "midstream")
         self._json(200, {"id": "x", "object": "chat.completion", "created": 0, "model": model,
                          "choices": [{"index": 0, "message": {"role": "assistant", "content": "upstream ok"},
                                       "finish_reason": "stop"}],
                          "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}})
+
+    def _text_completion(self, req: dict) -> None:
+        prompt = req["prompt"] if isinstance(req["prompt"], str) else "".join(map(str, req["prompt"]))
+        words = ["upstream", " ok"][: req.get("max_tokens", 16)]
+        echoed = [w if i == 0 else " " + w for i, w in enumerate(prompt.split(" "))] if req.get("echo") else []
+        choices = [{"index": 0, "text": "".join(echoed + words), "finish_reason": "stop",
+                    "logprobs": legacy_logprobs(echoed, words, len(prompt), req.get("logprobs"))}]
+        usage = {"prompt_tokens": len(prompt.split()), "completion_tokens": len(words),
+                 "total_tokens": len(prompt.split()) + len(words)}
+        body = {"id": "cmpl-x", "object": "text_completion", "created": 0, "model": "ok", "choices": choices}
+        if not req.get("stream"):
+            return self._json(200, {**body, "usage": usage})
+        self.send_response(200)
+        self.send_header("content-type", "text/event-stream")
+        self.end_headers()
+        for event in ({**body}, {**body, "choices": [], "usage": usage}):
+            self.wfile.write(f"data: {json.dumps(event)}\n\n".encode())
+        self.wfile.write(b"data: [DONE]\n\n")
+        self.close_connection = True
 
     def _stream(self, break_midway: bool) -> None:
         self.send_response(200)

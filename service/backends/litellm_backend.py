@@ -18,6 +18,7 @@ from experts_registry.model import Expert
 
 from ..core.backend import Delta, GenParams, sampling, scrub, summary, usage_dict
 from .openai_backend import CLIENT_STATUSES, client_error
+from ..core.completions import raw_prompt, refuse_scoring
 from ..core.prompting import chat_messages, completion_prompt
 
 log = logging.getLogger("conclave.upstream")
@@ -64,8 +65,12 @@ class LiteLLMBackend:
         litellm = _litellm()
         kw = _kwargs(expert, params, self.timeout)
         await self._check(expert)
+        refuse_scoring(expert.name, params, "litellm's text_completion is not asked for them; register the expert "
+                                            "with an OpenAI-compatible model (openai/NAME and an api_base)")
         try:
-            if expert.prompt_style == "completion":
+            if params.raw:   # /v1/completions: the client's prompt verbatim
+                response = await litellm.atext_completion(prompt=raw_prompt(messages), **kw)
+            elif expert.prompt_style == "completion":
                 response = await litellm.atext_completion(prompt=completion_prompt(expert, messages), **kw)
             else:
                 response = await litellm.acompletion(messages=chat_messages(expert, messages),

@@ -26,6 +26,7 @@ from experts_registry.model import Expert
 from experts_registry.upstream import parse_ip, unsafe_ip
 
 from ..core.backend import Delta, GenParams, looks_like_context_overflow, sampling, scrub, summary, usage_dict
+from ..core.completions import from_legacy, raw_fields
 from ..core.prompting import chat_messages, completion_prompt
 
 log = logging.getLogger("conclave.upstream")
@@ -46,6 +47,8 @@ def build_request(expert: Expert, messages: list[dict], params: GenParams) -> tu
     """The URL and JSON body litellm would send for this expert (chat or completion style)."""
     base = expert.api_base.rstrip("/")
     body = {"model": expert.model.partition("/")[2], "stream": params.stream, **sampling(expert, params)}
+    if params.raw:   # /v1/completions: the client's prompt verbatim, echo and logprobs passed through
+        return base + "/completions", {**body, **raw_fields(messages, params)}
     if expert.prompt_style == "completion":
         return base + "/completions", {**body, "prompt": completion_prompt(expert, messages)}
     body["messages"] = chat_messages(expert, messages)
@@ -122,10 +125,10 @@ class OpenAIBackend:
                 if resp.status >= 400:
                     raise await _http_error(expert, resp)
                 if params.stream:
-                    async for delta in _events(expert, resp):
+                    async for delta in _events(expert, resp, params.raw):
                         yield delta
                 else:
-                    yield _whole(json.loads(await resp.read()))
+                    yield _whole(json.loads(await resp.read()), params.raw)
         except ConclaveError:
             raise
         except asyncio.TimeoutError:   # aiohttp's ServerTimeoutError is one too
@@ -208,13 +211,15 @@ def _usage(u: dict | None) -> dict | None:
     return usage_dict(u.get("prompt_tokens") or 0, u.get("completion_tokens") or 0)
 
 
-def _whole(obj: dict) -> Delta:
+def _whole(obj: dict, legacy: bool = False) -> Delta:
+    """The one Delta of a whole answer; ``legacy``: a /completions answer, whose logprobs are kept."""
     choice = obj["choices"][0]
     text = (choice.get("message") or {}).get("content") or choice.get("text") or ""
-    return Delta(text, choice.get("finish_reason") or "stop", _usage(obj.get("usage")) or usage_dict(0, 0))
+    return Delta(text, choice.get("finish_reason") or "stop", _usage(obj.get("usage")) or usage_dict(0, 0),
+                 logprobs=from_legacy(choice.get("logprobs")) if legacy else None)
 
 
-async def _events(expert: Expert, resp):
+async def _events(expert: Expert, resp, legacy: bool = False):
     """Deltas from an SSE body (``data: {...}`` lines, then ``data: [DONE]``); the last carries
     finish_reason and usage. An in-band error event is an UpstreamError."""
     finish, usage = "stop", None
@@ -233,7 +238,8 @@ async def _events(expert: Expert, resp):
         usage = _usage(event.get("usage")) or usage
         for choice in (event.get("choices") or ())[:1]:
             text = (choice.get("delta") or {}).get("content") or choice.get("text") or ""
-            if text:
-                yield Delta(text)
+            lp = from_legacy(choice.get("logprobs")) if legacy else None
+            if text or lp:
+                yield Delta(text, logprobs=lp)
             finish = choice.get("finish_reason") or finish
     yield Delta("", finish, usage or usage_dict(0, 0))

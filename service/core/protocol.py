@@ -60,11 +60,7 @@ class ChatRequest(BaseModel):
     @field_validator("stop")
     @classmethod
     def _stop(cls, v):
-        if isinstance(v, str):
-            v = [v]
-        if v is not None and (len(v) > 4 or any(not s for s in v)):
-            raise ValueError("stop takes up to 4 non-empty strings")
-        return v
+        return stop_list(v)
 
     @field_validator("n")
     @classmethod
@@ -85,6 +81,15 @@ class ChatRequest(BaseModel):
 
     def include_usage(self) -> bool:
         return bool((self.stream_options or {}).get("include_usage"))
+
+
+def stop_list(v: str | list[str] | None) -> list[str] | None:
+    """A request's ``stop`` as a list (OpenAI's limits: up to 4 non-empty strings)."""
+    if isinstance(v, str):
+        v = [v]
+    if v is not None and (len(v) > 4 or any(not s for s in v)):
+        raise ValueError("stop takes up to 4 non-empty strings")
+    return v
 
 
 def new_id() -> str:

@@ -22,6 +22,7 @@ from ..pipeline.gateway import VIRTUAL_MODELS, Gateway
 from .admin import admin_routes
 from .auth import Authenticator, Principal, require_admin
 from .chat import ChatHandler
+from .completions import completion_routes
 from .errors import install_error_handlers
 from .fastpath import ChatFastPath
 from .middleware import AuthAndLimits
@@ -78,6 +79,7 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None,
         app.add_middleware(ChatFastPath, handler=handler, metrics=gateway.metrics)
     app.add_middleware(AuthAndLimits, settings=settings, metrics=gateway.metrics, auth=auth)
     _routes(app, gateway, auth, handler)
+    app.include_router(completion_routes(gateway, handler.limiter))   # /v1/completions, same limits as chat
     app.include_router(admin_routes(gateway, settings))
     install_ui(app, gateway, settings, auth, handler)
     return app

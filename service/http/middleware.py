@@ -21,7 +21,8 @@ from .errors import error_headers
 from .ui import REALM, browser_authorization, is_ui
 
 OPEN_PATHS = {"/health", "/health/liveness", "/health/readiness", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}  # the API description is public
-KNOWN_ROUTES = {"/v1/chat/completions", "/ui/api/chat", "/v1/models", "/health", "/health/liveness", "/health/readiness", "/metrics"}
+KNOWN_ROUTES = {"/v1/chat/completions", "/v1/completions", "/ui/api/chat", "/v1/models", "/health", "/health/liveness",
+                "/health/readiness", "/metrics"}
 REQUEST_ID = re.compile(rb"^[\x21-\x7e]{1,200}$")   # a client's own x-request-id, if it is sane
 
 

