@@ -5,8 +5,8 @@ intake stream to per-expert streams, reads the cluster view, asks ``AffinityPoli
 claims an expert atomically before loading it, and reads jobs only from the streams of experts it
 serves.  ``SharedWorkerLoop`` (``=shared``) is the first version (every worker reads the one shared
 stream into its own ``BatchPolicy``), registered in the table too so ``conclave workers`` and the
-benchmark see both the same way.  Both publish answers with the exactly-once script of
-``redis_worker`` and reclaim a dead worker's jobs after ``reclaim_ms``.
+benchmark see both the same way.  Both stream tokens and publish answers as ``redis_worker`` does
+(token streams, exactly-once script) and reclaim a dead worker's jobs after ``reclaim_ms``.
 """
 
 from __future__ import annotations

@@ -43,6 +43,7 @@ from experts_registry.model import Expert
 
 from ..core.backend import Delta, GenParams, merge_tool_calls
 from ..core.idempotency import HEADER, Ticket, check_same_body
+from ..core.redis_retry import is_redis_down, unavailable
 from .placement import ADMIT, base_of, moved_key
 from .token_stream import Follower
 
@@ -214,11 +215,16 @@ class RedisFront:
         """A streamed job's deltas as its worker publishes them (one attempt, see ``token_stream``)."""
         key, follow = self.keys["tokens"] + job_id, Follower(expert, kept=rid is not None)
         while True:
-            got = await r.xread({key: follow.last}, count=256, block=int(self._timeout(follow.kept) * 1000))
-            if not got:
-                got = await self._stalled(r, job_id, follow, entry)
-                if got is None:
-                    continue
+            try:
+                got = await r.xread({key: follow.last}, count=256, block=int(self._timeout(follow.kept) * 1000))
+                if not got:
+                    got = await self._stalled(r, job_id, follow, entry)
+                    if got is None:
+                        continue
+            except Exception as exc:   # Redis away mid-answer: a 503 before the first token, else in-band
+                if is_redis_down(exc):
+                    raise unavailable(exc) from exc
+                raise
             for entry_id, fields in (got[0][1] if got else []):
                 deltas, answer = follow.take(entry_id, fields)
                 for delta in deltas:

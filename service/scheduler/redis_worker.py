@@ -5,6 +5,10 @@
 Settings come from the environment like the gateway's (CONCLAVE_REDIS_URL is required,
 CONCLAVE_REDIS_PREFIX, CONCLAVE_SCHED_MAX_BATCH, CONCLAVE_SCHED_MAX_WAIT, CONCLAVE_MAX_LOADED_MODELS,
 CONCLAVE_WORKER_MEMORY_MB).  ``--kind fake`` runs the scripted test worker.
+
+Each job runs as an attempt of a ``TokenPublisher`` (``token_publish``): a streamed job's deltas go to
+its token stream as they are generated, every job of the batch stops when its cancel or done key
+appears, and the answer is published (exactly once) after the last delta was written.
 """
 
 from __future__ import annotations

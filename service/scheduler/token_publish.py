@@ -94,7 +94,7 @@ class TokenPublisher:
     def _add(self, run: Run, delta: Delta) -> None:
         with self._cond:
             run.pending.append(delta)
-            if run.sent == 0 or run.closing:
+            if len(run.pending) == 1:   # the thread may be asleep until a cancel check: due in every_s at most
                 self._cond.notify_all()
 
     # -- the thread ----------------------------------------------------------------------------
