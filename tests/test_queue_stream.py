@@ -55,6 +55,21 @@ def test_a_new_attempt_is_followed_only_while_nothing_was_handed_on():
         h.take("3-0", end("a#1-1", 3, ANSWER))
 
 
+def test_tool_calls_and_logprobs_travel_in_entries_and_in_a_whole_answer():
+    from service.scheduler.redis_queue import _deltas, answer_payload
+    from service.scheduler.token_stream import delta_of
+
+    call = [{"index": 0, "id": "c1", "type": "function", "function": {"name": "f", "arguments": "{\"a\""}}]
+    more = [{"index": 0, "function": {"arguments": ": 1}"}}]
+    lp = [{"token": "a", "logprob": -0.1, "bytes": [97], "top_logprobs": []}]
+    pieces = [Delta("", tool_calls=call), Delta("", tool_calls=more, logprobs=lp), Delta("", "tool_calls", {"t": 1})]
+    assert [delta_of(json.loads(json.dumps(delta_json(d)))) for d in pieces] == pieces
+    whole = _deltas(json.loads(answer_payload(pieces, None)))
+    assert whole[0].tool_calls == [{"index": 0, "id": "c1", "type": "function",
+                                    "function": {"name": "f", "arguments": '{"a": 1}'}}]
+    assert whole[0].logprobs == lp and whole[1] == Delta("", "tool_calls", {"t": 1})
+
+
 # -- real Redis, an in-process worker loop ---------------------------------------------------------
 
 class Loop:

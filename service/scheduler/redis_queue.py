@@ -105,7 +105,8 @@ class Recorded:
 
 
 class RedisFront:
-    """The gateway side: ``stream`` enqueues a job and waits for its one answer."""
+    """The gateway side: ``stream`` enqueues a job and yields its deltas as a worker publishes them
+    (``params.stream``), or its one answer once it is whole."""
 
     def __init__(self, url: str, prefix: str, queue_total: int = 256, answer_ttl: int = 3600):
         self.url, self.keys, self.queue_total, self.answer_ttl = url, keys(prefix), queue_total, answer_ttl
