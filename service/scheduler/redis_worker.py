@@ -148,12 +148,13 @@ class RedisWorkerLoop:
             run = self.runs.pop(job.id, None)
             if run is not None:
                 with suppress(Exception):
-                    self.tokens.close(run)
+                    self.tokens.close(run, drop=job.cancel.is_set())
 
     def _finish(self, job: Job, stream_key: str | None = None) -> None:
         entry_id, fields = self.held[job.id][:2]
         if job.cancel.is_set():
             log.info("job %s withdrawn (its client left) or answered before: no answer", fields["id"])
+            self.stats.count("cancelled")
         else:
             self._answer(fields, self.runs[job.id])
         key = stream_key or self.keys["jobs"]

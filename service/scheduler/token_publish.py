@@ -75,14 +75,15 @@ class TokenPublisher:
             self._cond.notify_all()
         return run
 
-    def close(self, run: Run) -> int:
-        """Write what is left of ``run`` (raises if Redis is away) and forget it; the deltas sent."""
+    def close(self, run: Run, drop: bool = False) -> int:
+        """Write what is left of ``run`` (unless ``drop``: a cancelled job; raises if Redis is away) and
+        forget it; the deltas sent."""
         with self._cond:
             run.closing = True
             while run.busy:
                 self._cond.wait()
             self.runs.pop(run.job_id, None)
-            rest = list(run.pending)
+            rest = [] if drop else list(run.pending)
             run.pending.clear()
         if rest:
             p = self.r.pipeline(transaction=False)
