@@ -187,3 +187,51 @@ def test_a_whole_answer_still_waits_on_the_reply_and_a_busy_stream_is_batched(re
     text = "".join(d.text for e_id, f in entries for d in follow.take(e_id, f)[0])
     assert sent == 200 and text == "".join(f"{i} " for i in range(200))
     assert len(entries) < 20 and pub.flushes < 20
+
+
+class _LostReply:
+    """A real Redis client whose first pipeline is applied but answers with a connection error (the
+    reply lost on the way back), so the publisher writes those deltas again."""
+
+    def __init__(self, r):
+        self.r, self.failed = r, False
+
+    def pipeline(self, **kw):
+        outer, real = self, self.r.pipeline(**kw)
+        execute = real.execute
+
+        def flaky():
+            import redis
+
+            result = execute()
+            if not outer.failed:
+                outer.failed = True
+                raise redis.ConnectionError("reply lost")
+            return result
+        real.execute = flaky
+        return real
+
+
+@pytest.mark.real
+def test_a_write_repeated_after_a_lost_reply_reaches_the_client_once(redis_prefix):
+    import redis
+
+    from service.scheduler.redis_queue import keys
+    from service.scheduler.token_publish import TokenPublisher
+    from service.workers.base import Job
+
+    r, k = redis.Redis.from_url(REDIS_URL), keys(redis_prefix)
+    flaky = _LostReply(r)
+    pub = TokenPublisher(flaky, k, "P")
+    run = pub.open("j", stream=True)
+    run.job = Job("x", [], GenParams(), run.sink)
+    run.job.emit(Delta("a"))
+    _wait(lambda: flaky.failed, "the first write")
+    run.job.emit(Delta(" b"))
+    _wait(lambda: run.sent == 2, "the rewrite of both")
+    run.job.emit(Delta(" c"))
+    assert pub.close(run) == 3
+    entries = r.xrange(k["tokens"] + "j")
+    follow = Follower("x", kept=False)
+    text = "".join(d.text for e_id, f in entries for d in follow.take(e_id, f)[0])
+    assert text == "a b c" and [int(f[b"n"]) for _, f in entries][:2] == [0, 0]   # written twice, taken once
