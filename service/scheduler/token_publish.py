@@ -3,8 +3,8 @@
 ``TokenPublisher`` runs one thread per worker process.  A job's sink hands its deltas to it (a list
 append under a lock: the generating thread never waits for Redis); the thread writes them as entries of
 the job's token stream, one pipeline for every job with news: the first delta of a job at once (time to
-first token), later ones at most every ``every_s`` (20 ms), so a fast engine costs at most 50
-pipelines a second for all its jobs together instead of one round trip per token.  The same pipelines renew each streaming attempt's lease and, for
+first token), later ones at most every ``every_s`` (20 ms), so a fast engine's tokens take at most
+50 pipelines a second for all its jobs together (plus one per job's first token), not one per token.  The same pipelines renew each streaming attempt's lease and, for
 every job of the batch, check its cancel and done keys every ``check_s`` (100 ms): a client that left
 (or an answer already published by another attempt) stops the generation at its next token.  A failed
 write keeps the deltas and is retried with the same ``n`` (the gateway skips what it already has);
