@@ -58,6 +58,7 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None,
         yield
         restore()
         await gateway.backends.close()
+        gateway.metrics.close()
 
     # FastAPI's native OpenTelemetry checks the global providers on every request (8 us here, even when
     # none is configured): on only when asked for (CONCLAVE_OTEL); Prometheus metrics are always on
