@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import replace
 
 import click
 
@@ -63,9 +62,9 @@ def validate(file: str):
     """
     from ..core.config import resolve_settings, specs
     from ..core.config_file import read_config
-    from ..core.config_schema import shown
 
-    values, sources, errors = read_config(file, specs(), os.environ)
+    found = read_config(file, specs(), os.environ)
+    errors = list(found.errors)
     if not errors:
         try:   # what needs several settings at once (the Redis queue needs a Redis)
             resolve_settings({**os.environ, "CONCLAVE_CONFIG": file})
@@ -75,9 +74,7 @@ def validate(file: str):
         click.echo(line, err=True)
     if errors:
         raise SystemExit(1)
-    for spec in specs():
-        literal = spec.name in values and "os.environ/" not in sources[spec.name]
-        if literal and shown(spec, values[spec.name]) != shown(replace(spec, secret=False), values[spec.name]):
-            click.echo(f"warning: {spec.path} holds a secret in the file: write os.environ/NAME and export NAME",
-                       err=True)
+    for path in found.literal_secrets:
+        click.echo(f"warning: {path} holds a secret in the file: write os.environ/NAME and export NAME", err=True)
+    values = found.values
     click.echo(f"{file}: ok ({len(values)} setting{'s' if len(values) != 1 else ''} set)")

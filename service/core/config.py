@@ -128,11 +128,11 @@ def _from_file(path: str | None, rows, env) -> tuple[dict, dict]:
         return {}, {}
     from .config_file import read_config
 
-    values, sources, errors = read_config(path, rows, env)
-    if errors:
-        more = f" (and {len(errors) - 1} more: conclave config validate {path})" if len(errors) > 1 else ""
-        raise ConfigError(errors[0] + more)
-    return values, sources
+    found = read_config(path, rows, env)
+    if found.errors:
+        n = len(found.errors)
+        raise ConfigError(found.errors[0] + (f" (and {n - 1} more: conclave config validate {path})" if n > 1 else ""))
+    return found.values, found.sources
 
 
 def _check_together(s: Settings, sources: dict[str, str]) -> None:

@@ -20,28 +20,29 @@ from .config_schema import GROUPS, BadValue, Spec, parse_text, parse_typed
 ENV_PREFIX = "os.environ/"
 
 
-def read_config(path: str | Path, specs: tuple[Spec, ...], env) -> tuple[dict, dict, list[str]]:
-    """``({field: value}, {field: source}, [error lines])`` for the file at ``path``."""
+def read_config(path: str | Path, specs: tuple[Spec, ...], env) -> "FileSettings":
+    """What the file at ``path`` sets (``values``, ``sources`` by field) and its ``errors`` (lines)."""
     import yaml
 
-    where = str(path)
+    found = FileSettings(str(path), specs, env)
     try:
         text = Path(path).expanduser().read_text()
     except OSError as exc:
-        return {}, {}, [f"{where}: cannot read the config file ({exc.strerror or exc})"]
+        found.errors.append(f"{path}: cannot read the config file ({exc.strerror or exc})")
+        return found
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark else ""
-        return {}, {}, [f"{where}{line}: not valid YAML: {getattr(exc, 'problem', None) or exc}"]
-    reader = _Reader(where, specs, env)
+        found.errors.append(f"{path}{line}: not valid YAML: {getattr(exc, 'problem', None) or exc}")
+        return found
     if root is not None:
-        reader.read(root)
-    return reader.values, reader.sources, reader.errors
+        found.read(root)
+    return found
 
 
-class _Reader:
+class FileSettings:
     def __init__(self, where: str, specs: tuple[Spec, ...], env):
         self.where, self.env = where, env
         self.by_path = {(s.group, s.key): s for s in specs}
@@ -49,6 +50,7 @@ class _Reader:
         self.sources: dict[str, str] = {}
         self.errors: list[str] = []
         self.lines: dict[str, int] = {}
+        self.literal_secrets: list[str] = []   # paths of secrets written into the file itself
 
     def error(self, node, path: str, reason: str) -> None:
         self.errors.append(f"{self.where}:{node.start_mark.line + 1}: {path}: {reason}" if path
@@ -83,21 +85,23 @@ class _Reader:
         self.lines[spec.name] = key_node.start_mark.line + 1
         value = yaml.SafeLoader(".").construct_document(value_node)
         try:
-            self.values[spec.name], via = self.convert(spec, value)
+            self.values[spec.name] = self.convert(spec, value)
         except BadValue as exc:
             return self.error(value_node, path, exc.reason)
-        self.sources[spec.name] = f"file:{self.where}" + (f" ({ENV_PREFIX}{via})" if via else "")
+        items = value if isinstance(value, list) else [value]
+        via = [v for v in items if isinstance(v, str) and v.startswith(ENV_PREFIX)]
+        self.sources[spec.name] = f"file:{self.where}" + (f" ({', '.join(via)})" if via else "")
+        if spec.secret and len(via) < len(items) and self.values[spec.name]:
+            self.literal_secrets.append(path)
 
-    def convert(self, spec: Spec, value) -> tuple[object, str | None]:
-        """The setting's value, and the environment variable it came through (if any)."""
+    def convert(self, spec: Spec, value):
         if isinstance(value, str) and value.startswith(ENV_PREFIX):
-            name = value[len(ENV_PREFIX):]
-            return parse_text(spec, self.secret(name)), name
+            return parse_text(spec, self.secret(value[len(ENV_PREFIX):]))
         if isinstance(value, list) and spec.kind == "keys":
             resolved = [self.secret(v[len(ENV_PREFIX):]) if isinstance(v, str) and v.startswith(ENV_PREFIX) else v
                         for v in value]
-            return frozenset().union(*(parse_typed(spec, v) for v in resolved)) if resolved else frozenset(), None
-        return parse_typed(spec, value), None
+            return frozenset().union(*(parse_typed(spec, v) for v in resolved)) if resolved else frozenset()
+        return parse_typed(spec, value)
 
     def secret(self, name: str) -> str:
         if not name.replace("_", "a").isalnum():
