@@ -1,0 +1,123 @@
+"""conclave serve --workers N: what several processes cannot share is refused; /metrics counts them all."""
+
+from __future__ import annotations
+
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
+
+import click
+import httpx
+import pytest
+from click.testing import CliRunner
+from prometheus_client.mmap_dict import MmapedDict
+from prometheus_client.parser import text_string_to_metric_families
+
+from experts_registry import offer_bundled, open_store
+from experts_registry.model import Expert
+from service.cli import main
+from service.cli.serve import refuse_unshared, shared_metrics
+
+from .conftest import REDIS_URL
+from .servers import running_gateway, start_fake_upstream
+
+CHAT = "/v1/chat/completions"
+
+
+def _settings(**kw):
+    return SimpleNamespace(**{"redis_url": "redis://127.0.0.1:6379/0", "sched_queue": "local", **kw})
+
+
+@pytest.mark.timeout(120)
+def test_several_workers_without_redis_are_refused_by_the_cli():
+    result = CliRunner().invoke(main, ["serve", "--workers", "2", "--port", "1"])
+    assert result.exit_code == 1
+    assert "--workers 2 needs Redis (store.redis_url or CONCLAVE_REDIS_URL)" in result.output
+    assert "a key gets 2 times its limit" in result.output
+
+
+def test_local_experts_need_the_redis_queue_and_vllm_ones_one_process():
+    local = [Expert(name="smol", backend="llamacpp", model="bundled:smollm2"),
+             Expert(name="remote", backend="litellm", model="openai/x", api_base="http://127.0.0.1:9/v1")]
+    with pytest.raises(click.ClickException, match="local experts smol: set CONCLAVE_SCHED_QUEUE=redis "
+                                                   r"\(scheduler.queue: redis\) and run 'conclave worker'"):
+        refuse_unshared(_settings(), local, 3)
+    refuse_unshared(_settings(sched_queue="redis"), local, 3)   # the workers host them: accepted
+    refuse_unshared(_settings(), local[1:], 3)                   # remote experts only: accepted
+    vllm = [Expert(name="smol-vllm", backend="vllm", model="bundled:smollm2")]
+    with pytest.raises(click.ClickException, match="vLLM experts smol-vllm run inside each server process"):
+        refuse_unshared(_settings(sched_queue="redis"), vllm, 2)
+    with pytest.raises(click.ClickException, match="needs Redis"):
+        refuse_unshared(_settings(redis_url=None, sched_queue="local"), local[1:], 2)
+
+
+def test_the_metrics_folder_is_fresh_and_removed(tmp_path, monkeypatch):
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    with shared_metrics(1) as folder:
+        assert folder is None
+    with shared_metrics(2) as folder:
+        assert folder.is_dir() and list(folder.iterdir()) == []
+    assert not folder.exists()
+    given = tmp_path / "prom"
+    given.mkdir()
+    (given / "counter_1.db").write_bytes(b"old run")
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(given))
+    with shared_metrics(2) as folder:
+        assert folder == given and list(given.iterdir()) == []   # an earlier run never adds to this one
+    assert given.is_dir()   # the operator's folder stays
+
+
+def _per_process(folder) -> dict[str, float]:
+    """Chat requests counted by each server process (its counter_PID.db file)."""
+    counts = {}
+    for path in folder.glob("counter_*.db"):
+        counts[path.stem.split("_")[1]] = sum(
+            value for key, value, _, _ in MmapedDict.read_all_values_from_file(str(path))
+            if json.loads(key)[1] == "conclave_requests_total" and json.loads(key)[2].get("route") == CHAT)
+    return counts
+
+
+def _scraped(base: str) -> float:
+    text = httpx.get(base + "/metrics", timeout=10).text
+    return sum(s.value for f in text_string_to_metric_families(text) if f.name == "conclave_requests"
+               for s in f.samples if s.name == "conclave_requests_total" and s.labels["route"] == CHAT)
+
+
+def _ask(base: str) -> int:   # a new connection each time: any process may accept it
+    body = {"model": "alpha", "messages": [{"role": "user", "content": "hi"}]}
+    return httpx.post(base + CHAT, json=body, timeout=30).status_code
+
+
+@pytest.mark.real
+def test_two_workers_serve_and_metrics_counts_both(tmp_path, redis_prefix):
+    upstream, base_up = start_fake_upstream()
+    home, prom = tmp_path / "home", tmp_path / "prom"
+    prom.mkdir()
+    store = open_store(home, REDIS_URL, redis_prefix)
+    offer_bundled(store)   # what a first start would register; then only a remote expert is left
+    for name in ("smollm2", "gemma-3-270m"):
+        store.remove(name)
+    store.add(Expert(name="alpha", backend="litellm", model="openai/alpha", api_base=base_up + "/v1"))
+    env = {"CONCLAVE_REDIS_URL": REDIS_URL, "CONCLAVE_REDIS_PREFIX": redis_prefix, "CONCLAVE_GENERALIST": "alpha",
+           "PROMETHEUS_MULTIPROC_DIR": str(prom)}
+    sent, statuses = 0, []
+    try:
+        with running_gateway(home, tmp_path / "server.log", ("--workers", "2"), **env) as gw, \
+                ThreadPoolExecutor(8) as pool:
+            while sent < 800 and len([n for n in _per_process(prom).values() if n > 0]) < 2:
+                statuses += list(pool.map(lambda _: _ask(gw), range(16)))
+                sent += 16
+            per_process = _per_process(prom)
+            for _ in range(50):   # the last responses may leave before their process counts them
+                if _scraped(gw) == sent:
+                    break
+                time.sleep(0.1)
+            total = _scraped(gw)
+            per_process = _per_process(prom)
+    finally:
+        upstream.kill()
+    assert statuses == [200] * sent
+    assert len([n for n in per_process.values() if n > 0]) == 2, per_process   # both processes served
+    assert total == sent == sum(per_process.values())                            # /metrics counts them all
+    assert "with 2 processes" in (tmp_path / "server.log").read_text()
