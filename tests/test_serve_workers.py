@@ -99,18 +99,23 @@ def test_two_workers_serve_and_metrics_counts_both(tmp_path, redis_prefix):
     for name in ("smollm2", "gemma-3-270m"):
         store.remove(name)
     store.add(Expert(name="alpha", backend="litellm", model="openai/alpha", api_base=base_up + "/v1"))
-    env = {"CONCLAVE_REDIS_URL": REDIS_URL, "CONCLAVE_REDIS_PREFIX": redis_prefix, "CONCLAVE_GENERALIST": "alpha",
-           "PROMETHEUS_MULTIPROC_DIR": str(prom)}
+    config = tmp_path / "conclave.yaml"   # the settings reach uvicorn's processes through --config
+    config.write_text(f"store: {{redis_url: os.environ/TEST_REDIS, redis_prefix: '{redis_prefix}'}}\n"
+                      "router: {generalist: alpha}\nlimits: {max_tokens_cap: 100}\nserver: {workers: 2}\n")
+    env = {"TEST_REDIS": REDIS_URL, "PROMETHEUS_MULTIPROC_DIR": str(prom)}
     sent, statuses = 0, []
     try:
-        with running_gateway(home, tmp_path / "server.log", ("--workers", "2"), **env) as gw, \
+        with running_gateway(home, tmp_path / "server.log", ("--config", str(config)), **env) as gw, \
                 ThreadPoolExecutor(8) as pool:
+            over = httpx.post(gw + CHAT, json={"model": "alpha", "max_tokens": 200,
+                                               "messages": [{"role": "user", "content": "hi"}]}, timeout=30)
+            assert over.status_code == 400 and over.json()["error"]["param"] == "max_tokens"   # the file's cap
             while sent < 800 and len([n for n in _per_process(prom).values() if n > 0]) < 2:
                 statuses += list(pool.map(lambda _: _ask(gw), range(16)))
                 sent += 16
             per_process = _per_process(prom)
             for _ in range(50):   # the last responses may leave before their process counts them
-                if _scraped(gw) == sent:
+                if _scraped(gw) == sent + 1:
                     break
                 time.sleep(0.1)
             total = _scraped(gw)
@@ -119,5 +124,5 @@ def test_two_workers_serve_and_metrics_counts_both(tmp_path, redis_prefix):
         upstream.kill()
     assert statuses == [200] * sent
     assert len([n for n in per_process.values() if n > 0]) == 2, per_process   # both processes served
-    assert total == sent == sum(per_process.values())                            # /metrics counts them all
+    assert total == sent + 1 == sum(per_process.values())                        # /metrics counts them all
     assert "with 2 processes" in (tmp_path / "server.log").read_text()
