@@ -107,7 +107,8 @@ def test_show_masks_secrets_and_names_each_source(tmp_path):
     assert shown_["keys.api_keys"]["source"] == "env:CONCLAVE_API_KEYS"
     assert shown_["limits.max_tokens_cap"] == {"value": 2048, "source": "default", "env": "CONCLAVE_MAX_TOKENS_CAP"}
     assert "hunter2" not in result.output and "sk-admin" not in result.output and "sk-user" not in result.output
-    text = CliRunner().invoke(main, ["--config", path, "config", "show"], env={"R": env["R"]})
+    # --config sets CONCLAVE_CONFIG for this process (uvicorn's workers inherit it): restored after the run
+    text = CliRunner().invoke(main, ["--config", path, "config", "show"], env={"R": env["R"], "CONCLAVE_CONFIG": None})
     assert text.exit_code == 0 and "hunter2" not in text.output
     assert re.search(r"redis_url: +\"redis://:\*\*\*\*@127.0.0.1:6379/3\" +# file:.*\(os.environ/R\)", text.output)
 

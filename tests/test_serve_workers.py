@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
@@ -58,7 +59,8 @@ def test_the_metrics_folder_is_fresh_and_removed(tmp_path, monkeypatch):
         assert folder is None
     with shared_metrics(2) as folder:
         assert folder.is_dir() and list(folder.iterdir()) == []
-    assert not folder.exists()
+        assert os.environ["PROMETHEUS_MULTIPROC_DIR"] == str(folder)   # what the spawned processes read
+    assert not folder.exists() and "PROMETHEUS_MULTIPROC_DIR" not in os.environ
     given = tmp_path / "prom"
     given.mkdir()
     (given / "counter_1.db").write_bytes(b"old run")

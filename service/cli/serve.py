@@ -106,4 +106,5 @@ def shared_metrics(workers: int):
         yield folder
     finally:
         if not given:
+            del os.environ["PROMETHEUS_MULTIPROC_DIR"]
             shutil.rmtree(folder, ignore_errors=True)
