@@ -53,6 +53,21 @@ def test_local_experts_need_the_redis_queue_and_vllm_ones_one_process():
         refuse_unshared(_settings(redis_url=None, sched_queue="local"), local[1:], 2)
 
 
+def test_a_process_of_several_loads_no_model():
+    from experts_registry.errors import ExpertUnavailable
+    from service.backends import BackendPool, shared_backends
+    from service.core.config import load_settings
+
+    local = load_settings()
+    pool = BackendPool(local, shared_backends(local))
+    for kind, fix in (("llamacpp", "set CONCLAVE_SCHED_QUEUE=redis"), ("vllm", "with --workers 1")):
+        with pytest.raises(ExpertUnavailable, match=f"{kind} experts are not loaded by a gateway of several "
+                                                    f"processes .*{fix}"):
+            pool.get(kind)
+    queued = local.with_(redis_url="redis://127.0.0.1:6379/15", sched_queue="redis")
+    assert type(BackendPool(queued, shared_backends(queued)).get("llamacpp")).__name__ == "RedisFront"
+
+
 def test_the_metrics_folder_is_fresh_and_removed(tmp_path, monkeypatch):
     monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
     with shared_metrics(1) as folder:
@@ -112,12 +127,16 @@ def test_two_workers_serve_and_metrics_counts_both(tmp_path, redis_prefix):
             over = httpx.post(gw + CHAT, json={"model": "alpha", "max_tokens": 200,
                                                "messages": [{"role": "user", "content": "hi"}]}, timeout=30)
             assert over.status_code == 400 and over.json()["error"]["param"] == "max_tokens"   # the file's cap
+            store.add(Expert(name="late-local", backend="llamacpp", model="bundled:smollm2"))   # after the check
+            late = httpx.post(gw + CHAT, json={"model": "late-local", "messages": [{"role": "user", "content": "hi"}]},
+                              timeout=30)
+            assert late.status_code == 503 and "run 'conclave worker' processes" in late.json()["error"]["message"]
             while sent < 800 and len([n for n in _per_process(prom).values() if n > 0]) < 2:
                 statuses += list(pool.map(lambda _: _ask(gw), range(16)))
                 sent += 16
             per_process = _per_process(prom)
             for _ in range(50):   # the last responses may leave before their process counts them
-                if _scraped(gw) == sent + 1:
+                if _scraped(gw) == sent + 2:
                     break
                 time.sleep(0.1)
             total = _scraped(gw)
@@ -126,5 +145,5 @@ def test_two_workers_serve_and_metrics_counts_both(tmp_path, redis_prefix):
         upstream.kill()
     assert statuses == [200] * sent
     assert len([n for n in per_process.values() if n > 0]) == 2, per_process   # both processes served
-    assert total == sent + 1 == sum(per_process.values())                        # /metrics counts them all
+    assert total == sent + 2 == sum(per_process.values())                        # /metrics counts them all
     assert "with 2 processes" in (tmp_path / "server.log").read_text()

@@ -61,7 +61,8 @@ def serve(ctx: Context, host, port, workers, log_level, allow_volatile_redis: bo
     # SIGTERM: stop accepting, let in-flight requests finish for up to CONCLAVE_SHUTDOWN_GRACE seconds;
     # requests waiting on the Redis queue get a retryable 503 just before that (service/http/shutdown.py)
     with shared_metrics(workers):
-        uvicorn.run("service.http.app:create_app_from_env", factory=True, host=host, port=port, workers=workers,
+        factory = "create_shared_app_from_env" if workers > 1 else "create_app_from_env"   # shared: loads no model
+        uvicorn.run(f"service.http.app:{factory}", factory=True, host=host, port=port, workers=workers,
                     http="service.http.wire:JsonErrorProtocol",   # malformed HTTP: an OpenAI-style JSON 400 (service/http/wire.py)
                     log_level=log_level, reload=False, timeout_graceful_shutdown=s.shutdown_grace,
                     # longer than clients' and load balancers' idle timeouts (60 s is common), so the client
