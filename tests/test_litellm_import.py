@@ -103,7 +103,8 @@ def test_an_entry_that_cannot_be_imported_is_refused_by_entry_and_key(params, ke
 def test_duplicate_names_modes_and_a_missing_model_list_are_refused():
     dup = {"model_list": [{"model_name": "gpt-4", "litellm_params": {"model": "azure/a"}},
                           {"model_name": "gpt-4", "litellm_params": {"model": "azure/b"}},
-                          {"model_name": "emb", "litellm_params": {"model": "openai/e"}, "model_info": {"mode": "embedding"}},
+                          {"model_name": "emb", "litellm_params": {"model": "openai/e"},
+                           "model_info": {"mode": "embedding"}},
                           {"model_name": "conclave-x", "litellm_params": {"model": "openai/x"}},
                           {"litellm_params": {"model": "openai/y"}}]}
     plan = plan_import(dup, {})
@@ -126,15 +127,16 @@ def test_the_cli_dry_run_prints_and_registers_nothing_and_a_refusal_registers_no
     runner = CliRunner()
     dry = runner.invoke(main, ["experts", "import", str(path), "--dry-run"])
     assert dry.exit_code == 0, dry.output
-    assert "would add 'alpha' (openai/alpha at http://127.0.0.1:9/v1, key from $FAKE_UPSTREAM_KEY; lean OpenAI client)" \
-        in dry.output
+    assert ("would add 'alpha' (openai/alpha at http://127.0.0.1:9/v1, key from $FAKE_UPSTREAM_KEY; "
+            "lean OpenAI client)") in dry.output
     assert dry.output.count("would add") == 3 and dry.output.count("note: ") == 11
 
     def names() -> set[str]:   # the registry in conftest's CONCLAVE_HOME
         return {e.name for e in open_store(tmp_path / "home").list()}
 
     assert not names() & {"alpha", "beta-chat", "gamma"}
-    path.write_text(path.read_text().replace("api_key: os.environ/FAKE_UPSTREAM_KEY\n      rpm", "api_key: sk-x\n      rpm"))
+    literal = path.read_text().replace("api_key: os.environ/FAKE_UPSTREAM_KEY\n      rpm", "api_key: sk-x\n      rpm")
+    path.write_text(literal)
     refused = runner.invoke(main, ["experts", "import", str(path)])
     assert refused.exit_code == 1
     assert "refused: model_list[0] (alpha): litellm_params.api_key: a literal key" in refused.output

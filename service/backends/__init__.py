@@ -100,4 +100,5 @@ class BackendPool:
         self._made.clear()
 
 
-__all__ = ["BACKENDS", "shared_backends", "Backend", "BackendPool", "Delta", "GenParams", "Generation", "collect", "usage_dict"]
+__all__ = ["BACKENDS", "shared_backends", "Backend", "BackendPool", "Delta", "GenParams", "Generation", "collect",
+           "usage_dict"]

@@ -56,7 +56,8 @@ def import_litellm(ctx: Context, file: Path, dry_run: bool, replace: bool, skip_
     for note in plan.refused:
         click.echo("refused: " + note.line(), err=True)
     if plan.refused and not skip_refused:
-        raise click.ClickException(f"{len(plan.refused)} refused: nothing {'would be' if dry_run else 'was'} registered; fix the file, or pass "
+        nothing = "nothing would be registered" if dry_run else "nothing was registered"
+        raise click.ClickException(f"{len(plan.refused)} refused: {nothing}; fix the file, or pass "
                                    f"--skip-refused to register the other {len(plan.experts)}")
     if dry_run:
         return

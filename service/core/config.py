@@ -137,6 +137,5 @@ def _from_file(path: str | None, rows, env) -> tuple[dict, dict]:
 
 def _check_together(s: Settings, sources: dict[str, str]) -> None:
     if s.sched_queue == "redis" and not s.redis_url:
-        where = sources.get("sched_queue", "")
-        raise ConfigError(f"the Redis queue (scheduler.queue: redis, CONCLAVE_SCHED_QUEUE=redis{', from ' + where if where else ''}) "
+        raise ConfigError(f"the Redis queue (scheduler.queue: redis, from {sources.get('sched_queue', 'default')}) "
                           "needs a Redis: set store.redis_url or CONCLAVE_REDIS_URL")
