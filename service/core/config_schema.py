@@ -69,6 +69,9 @@ def specs_of(cls) -> tuple[Spec, ...]:
     rows = []
     for f in dataclasses.fields(cls):
         m = f.metadata
+        if "env" not in m:
+            raise TypeError(f"{cls.__name__}.{f.name} is declared without setting(default, group=..., env=...): "
+                            "every setting needs its variable and its place in conclave.yaml")
         base, _, none = str(f.type).partition(" | ")
         default = f.default_factory() if f.default_factory is not MISSING else f.default
         rows.append(Spec(f.name, m["env"], m["group"], m["key"] or f.name, _KINDS[base], none == "None",
