@@ -21,6 +21,13 @@ def test_settings_from_environment_and_bad_values():
         load_settings({"CONCLAVE_MAX_BODY_BYTES": "lots"})
     with pytest.raises(ConfigError, match="CONCLAVE_EXPERT_TIMEOUT must be >= 0.001"):
         load_settings({"CONCLAVE_EXPERT_TIMEOUT": "0"})
+    on = load_settings({"CONCLAVE_OTEL": "on", "CONCLAVE_LEAN_CLIENT": "off", "CONCLAVE_GENERALIST": "",
+                        "CONCLAVE_SCHED_RELOAD_GAP": "0"})
+    assert (on.otel, on.lean_client, on.generalist, on.sched_reload_gap) == (True, False, None, 0.0)
+    with pytest.raises(ConfigError, match=r"CONCLAVE_OTEL must be one of 1/true/yes/on or 0/false/no/off \(got 'maybe'\)"):
+        load_settings({"CONCLAVE_OTEL": "maybe"})
+    with pytest.raises(ConfigError, match="CONCLAVE_SCHED_ADMISSION must be one of queue, bound"):
+        load_settings({"CONCLAVE_SCHED_ADMISSION": "fifo"})
 
 
 # --- conclave.yaml -------------------------------------------------------------------------------------

@@ -147,3 +147,30 @@ def test_two_workers_serve_and_metrics_counts_both(tmp_path, redis_prefix):
     assert len([n for n in per_process.values() if n > 0]) == 2, per_process   # both processes served
     assert total == sent + 2 == sum(per_process.values())                        # /metrics counts them all
     assert "with 2 processes" in (tmp_path / "server.log").read_text()
+
+
+def test_serve_takes_host_port_and_processes_from_the_file_and_flags_win(tmp_path, monkeypatch, redis_prefix):
+    import uvicorn
+
+    calls = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.append(
+        (app, kw, os.environ.get("PROMETHEUS_MULTIPROC_DIR"))))
+    config = tmp_path / "conclave.yaml"
+    config.write_text("server: {host: 0.0.0.0, port: 9123, log_level: debug, shutdown_grace: 7}\n")
+    monkeypatch.setenv("CONCLAVE_CONFIG", "")   # restored after the test: --config sets it for the process
+    runner = CliRunner()
+    assert runner.invoke(main, ["serve", "--config", str(config)]).exit_code == 0
+    assert runner.invoke(main, ["serve", "--config", str(config), "--port", "9200"]).exit_code == 0
+    (app, kw, prom), (_, kw2, _) = calls
+    assert app == "service.http.app:create_app_from_env" and prom is None
+    assert (kw["host"], kw["port"], kw["workers"], kw["log_level"], kw["timeout_graceful_shutdown"]) == (
+        "0.0.0.0", 9123, 1, "debug", 7.0)
+    assert kw2["port"] == 9200
+    store = open_store(tmp_path / "home", REDIS_URL, redis_prefix)
+    offer_bundled(store)
+    for name in ("smollm2", "gemma-3-270m"):
+        store.remove(name)
+    config.write_text(f"server: {{workers: 3}}\nstore: {{redis_url: '{REDIS_URL}', redis_prefix: '{redis_prefix}'}}\n")
+    assert runner.invoke(main, ["serve", "--config", str(config)]).exit_code == 0
+    app, kw, prom = calls[-1]
+    assert app == "service.http.app:create_shared_app_from_env" and kw["workers"] == 3 and prom is not None
