@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
@@ -21,7 +22,7 @@ from service.cli import main
 from service.cli.serve import refuse_unshared, shared_metrics
 
 from .conftest import REDIS_URL
-from .servers import running_gateway, start_fake_upstream
+from .servers import CONCLAVE, running_gateway, start_fake_upstream
 
 CHAT = "/v1/chat/completions"
 
@@ -174,3 +175,26 @@ def test_serve_takes_host_port_and_processes_from_the_file_and_flags_win(tmp_pat
     assert runner.invoke(main, ["serve", "--config", str(config)]).exit_code == 0
     app, kw, prom = calls[-1]
     assert app == "service.http.app:create_shared_app_from_env" and kw["workers"] == 3 and prom is not None
+
+
+@pytest.mark.real
+def test_two_workers_send_local_experts_to_conclave_worker_processes(tmp_path, redis_prefix):
+    """With the Redis queue a multi-process gateway accepts local experts: a `conclave worker` hosts them
+    (the scripted one: it echoes), and both read one settings file."""
+    config = tmp_path / "conclave.yaml"
+    config.write_text(f"store: {{redis_url: '{REDIS_URL}', redis_prefix: '{redis_prefix}'}}\n"
+                      "scheduler: {queue: redis}\nserver: {workers: 2}\n")
+    env = {**os.environ, "CONCLAVE_HOME": str(tmp_path / "home"), "CONCLAVE_FAKE_GEN_S": "0"}
+    worker = subprocess.Popen([CONCLAVE, "worker", "--kind", "fake", "--config", str(config), "--name", "w1"],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        with running_gateway(tmp_path / "home", tmp_path / "server.log", ("--config", str(config))) as gw:
+            body = {"model": "smollm2", "messages": [{"role": "user", "content": "echo me"}]}
+            replies = [httpx.post(gw + CHAT, json=body, timeout=60) for _ in range(4)]
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+    assert [r.status_code for r in replies] == [200] * 4, replies[0].text
+    assert all("echo me" in r.json()["choices"][0]["message"]["content"] for r in replies)
+    assert all(r.headers["x-conclave-expert"] == "smollm2" for r in replies)
+    assert "with 2 processes" in (tmp_path / "server.log").read_text()
