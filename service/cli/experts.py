@@ -25,6 +25,7 @@ def experts():
       conclave experts add qwen-remote --backend litellm --model hosted_vllm/qwen \\
           --api-base http://10.0.0.5:8000/v1 --skill math --skill code --params-b 7
       conclave experts ping smollm2
+      conclave experts import litellm-config.yaml --dry-run   # from a LiteLLM proxy config
     """
 
 

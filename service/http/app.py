@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse, Response
 from experts_registry import offer_bundled, open_store
 from experts_registry.errors import ConclaveError, ModelNotFound
 
-from ..backends import BackendPool
+from ..backends import BackendPool, shared_backends
 from ..core.config import Settings, load_settings
 from ..core.protocol import ChatRequest
 from ..core.redis_retry import require_persistence
@@ -35,13 +35,14 @@ READY_TIMEOUT_S = 2.0
 
 
 def create_app(settings: Settings | None = None, gateway: Gateway | None = None,
-               fast_path: bool = True) -> FastAPI:
+               fast_path: bool = True, shared: bool = False) -> FastAPI:
+    """The app; ``shared``: one of several server processes, which load no model (``shared_backends``)."""
     settings = settings or load_settings()
     if gateway is None:
         store = open_store(settings.home, settings.redis_url, settings.redis_prefix)
         check_store_durable(store, settings)
         offer_bundled(store)
-        gateway = Gateway(settings, store, BackendPool(settings))
+        gateway = Gateway(settings, store, BackendPool(settings, shared_backends(settings) if shared else None))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -60,6 +61,7 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None,
         yield
         restore()
         await gateway.backends.close()
+        gateway.metrics.close()
 
     # FastAPI's native OpenTelemetry checks the global providers on every request (8 us here, even when
     # none is configured): on only when asked for (CONCLAVE_OTEL); Prometheus metrics are always on
@@ -192,3 +194,8 @@ async def _redis_answers(url: str) -> bool:
 def create_app_from_env() -> FastAPI:
     """Factory for ``uvicorn --factory`` (used by ``conclave serve``)."""
     return create_app(load_settings())
+
+
+def create_shared_app_from_env() -> FastAPI:
+    """Factory of each process of ``conclave serve --workers N`` (N > 1)."""
+    return create_app(load_settings(), shared=True)
