@@ -5,9 +5,18 @@ from __future__ import annotations
 from experts_registry.model import Expert
 
 
+def text_of(message: dict) -> str:
+    """A message's text: its content string, or its text parts joined (images and audio left out)."""
+    content = message.get("content")
+    if isinstance(content, list):
+        return "".join(p.get("text") or "" for p in content if isinstance(p, dict) and p.get("type") == "text")
+    return content or ""
+
+
 def chat_messages(expert: Expert, messages: list[dict]) -> list[dict]:
-    """Plain ``{"role", "content"}`` dicts, with the expert's system prompt merged in first."""
+    """Plain ``{"role", "content"}`` text dicts, with the expert's system prompt merged in first."""
     out: list[dict] = []
+    messages = [{**m, "content": text_of(m)} for m in messages]
     system = [m["content"] for m in messages if m["role"] in ("system", "developer") and m["content"]]
     if expert.system_prompt:
         system.insert(0, expert.system_prompt)
@@ -21,9 +30,17 @@ def chat_messages(expert: Expert, messages: list[dict]) -> list[dict]:
     return out
 
 
+def native_messages(expert: Expert, messages: list[dict]) -> list[dict]:
+    """For an OpenAI-compatible expert: the system turns merged as in :func:`chat_messages`, every
+    other turn as the client sent it (content parts, role ``tool`` results, assistant ``tool_calls``)."""
+    system = chat_messages(expert, [m for m in messages if m["role"] in ("system", "developer")])
+    return system + [m for m in messages if m["role"] not in ("system", "developer")]
+
+
 def completion_prompt(expert: Expert, messages: list[dict]) -> str:
     """A base model's prompt: earlier turns filled into the template as solved examples,
     the last user turn left open, e.g. ``Q: ...\\nA: ...\\n\\nQ: <last>\\nA:``."""
+    messages = [{**m, "content": text_of(m)} for m in messages]
     template = expert.completion_template
     parts: list[str] = []
     system = [m["content"] for m in messages if m["role"] in ("system", "developer") and m["content"]]

@@ -14,6 +14,7 @@ from experts_registry.errors import ExpertUnavailable
 from experts_registry.model import Expert
 
 from ..core.backend import Delta, usage_dict
+from ..core.prompting import text_of
 from .base import Job, Worker
 
 log = logging.getLogger("conclave.worker")
@@ -51,7 +52,7 @@ class FakeWorker(Worker):
             if job.cancel.is_set():
                 continue
             time.sleep(self.gen_s)
-            last = next((m["content"] for m in reversed(job.messages) if m["role"] == "user"), "")
+            last = next((text_of(m) for m in reversed(job.messages) if m["role"] == "user"), "")
             job.emit(Delta(f"{expert.name}: {last}"))
             job.emit(Delta("", "stop", usage_dict(1, 1)))
 
