@@ -26,7 +26,8 @@ from experts_registry.model import Expert
 from experts_registry.upstream import parse_ip, unsafe_ip
 
 from ..core.backend import Delta, GenParams, looks_like_context_overflow, sampling, scrub, summary, usage_dict
-from ..core.prompting import chat_messages, completion_prompt
+from ..core.openai_fields import choice_logprobs, indexed_calls, stream_calls, upstream_fields
+from ..core.prompting import completion_prompt, native_messages
 
 log = logging.getLogger("conclave.upstream")
 _UNSPECIFIED = ipaddress.ip_address("0.0.0.0")   # what an unparsable resolver answer counts as: refused
@@ -45,10 +46,11 @@ def lean_eligible(expert: Expert) -> bool:
 def build_request(expert: Expert, messages: list[dict], params: GenParams) -> tuple[str, dict]:
     """The URL and JSON body litellm would send for this expert (chat or completion style)."""
     base = expert.api_base.rstrip("/")
-    body = {"model": expert.model.partition("/")[2], "stream": params.stream, **sampling(expert, params)}
+    body = {"model": expert.model.partition("/")[2], "stream": params.stream, **sampling(expert, params),
+            **upstream_fields(expert, params)}
     if expert.prompt_style == "completion":
         return base + "/completions", {**body, "prompt": completion_prompt(expert, messages)}
-    body["messages"] = chat_messages(expert, messages)
+    body["messages"] = native_messages(expert, messages)
     if params.stream:
         body["stream_options"] = {"include_usage": True}
     return base + "/chat/completions", body
@@ -210,8 +212,10 @@ def _usage(u: dict | None) -> dict | None:
 
 def _whole(obj: dict) -> Delta:
     choice = obj["choices"][0]
-    text = (choice.get("message") or {}).get("content") or choice.get("text") or ""
-    return Delta(text, choice.get("finish_reason") or "stop", _usage(obj.get("usage")) or usage_dict(0, 0))
+    message = choice.get("message") or {}
+    text = message.get("content") or choice.get("text") or ""
+    return Delta(text, choice.get("finish_reason") or "stop", _usage(obj.get("usage")) or usage_dict(0, 0),
+                 indexed_calls(message.get("tool_calls")), choice_logprobs(choice))
 
 
 async def _events(expert: Expert, resp):
@@ -232,8 +236,10 @@ async def _events(expert: Expert, resp):
                                 expert=expert.name)
         usage = _usage(event.get("usage")) or usage
         for choice in (event.get("choices") or ())[:1]:
-            text = (choice.get("delta") or {}).get("content") or choice.get("text") or ""
-            if text:
-                yield Delta(text)
+            delta = choice.get("delta") or {}
+            text = delta.get("content") or choice.get("text") or ""
+            calls, logprobs = stream_calls(delta.get("tool_calls")), choice_logprobs(choice)
+            if text or calls or logprobs:
+                yield Delta(text, tool_calls=calls, logprobs=logprobs)
             finish = choice.get("finish_reason") or finish
     yield Delta("", finish, usage or usage_dict(0, 0))

@@ -35,6 +35,8 @@ class GenParams:
     frequency_penalty: float | None = None
     logit_bias: dict | None = None
     user: str | None = None
+    reasoning_effort: str | None = None
+    metadata: dict | None = None
 
 
 @dataclass

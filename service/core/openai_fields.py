@@ -65,6 +65,8 @@ def stream_calls(pieces: list[dict] | None) -> list[dict] | None:
     for i, p in enumerate(pieces):
         piece = {k: v for k, v in p.items() if v is not None and k != "function"}
         piece.setdefault("index", i)
+        if "id" not in piece:   # OpenAI names the type with the id, on a call's first piece only
+            piece.pop("type", None)
         fn = {k: v for k, v in (p.get("function") or {}).items() if v is not None}
         if fn:
             piece["function"] = fn
