@@ -201,3 +201,18 @@ def test_the_fake_upstream_answers_json_that_validates(tmp_path):
                              "response_format": {"type": "json_schema", "json_schema": {"name": "s", "schema": schema}}})
     jsonschema.validate(json.loads(text), schema)
     assert calls is None
+
+
+@pytest.mark.parametrize("kind", ["image_url", "input_audio"])
+def test_a_text_prompt_refuses_image_and_audio_parts_naming_them(kind):
+    from service.core.prompting import chat_messages, completion_prompt
+
+    part = {"type": kind, kind: {"url": "data:,x"} if kind == "image_url" else {"data": "AA", "format": "wav"}}
+    turns = [{"role": "user", "content": "earlier"}, {"role": "user", "content": [{"type": "text", "text": "q"}, part]}]
+    local = Expert(name="local", backend="llamacpp", model="bundled:smollm2")
+    for render in (chat_messages, completion_prompt):
+        with pytest.raises(InvalidRequest) as err:
+            render(local, turns)
+        assert err.value.param == "messages[1].content[1].type" and "'local'" in err.value.message
+    assert chat_messages(local, [turns[1] | {"content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}]) \
+        == [{"role": "user", "content": "ab"}]

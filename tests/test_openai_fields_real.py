@@ -203,3 +203,33 @@ def test_stream_yes_is_refused(gateway):
     r = httpx.post(str(client.base_url) + "chat/completions", timeout=30,
                    json={"model": "remote", "messages": ASK, "stream": "yes"})
     assert r.status_code == 400 and r.json()["error"]["param"] == "stream"
+
+
+@pytest.fixture(scope="module")
+def local(tmp_path_factory):
+    """The real server with only the bundled llama.cpp expert smollm2."""
+    home = tmp_path_factory.mktemp("fields-local")
+    env = {**os.environ, "CONCLAVE_HOME": str(home)}
+    subprocess.run([sys.executable, "-m", "service.cli", "experts", "remove", "gemma-3-270m"], check=True,
+                   capture_output=True, env=env)
+    with running_gateway(home, home / "server.log") as base:
+        yield openai.OpenAI(base_url=base + "/v1", api_key="unused", max_retries=0, timeout=120)
+
+
+@pytest.mark.parametrize("part", [
+    {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
+    {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}},
+])
+def test_a_local_text_expert_refuses_image_and_audio_parts(local, part):
+    content = [{"type": "text", "text": "What is this?"}, part]
+    for model in ("smollm2", "conclave-auto"):
+        with pytest.raises(openai.BadRequestError) as err:
+            local.chat.completions.create(model=model, messages=[{"role": "user", "content": content}], max_tokens=4)
+        assert err.value.body["param"].startswith("messages") and "smollm2" in err.value.body["message"]
+
+
+def test_a_local_expert_reads_text_parts_and_answers(local):
+    content = [{"type": "text", "text": "Say "}, {"type": "text", "text": "hello."}]
+    out = local.chat.completions.create(model="smollm2", messages=[{"role": "user", "content": content}],
+                                        max_tokens=4, temperature=0)
+    assert out.choices[0].message.content.strip()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from experts_registry.errors import InvalidRequest
 from experts_registry.model import Expert
 
 
@@ -13,10 +14,23 @@ def text_of(message: dict) -> str:
     return content or ""
 
 
+def text_turns(expert: Expert, messages: list[dict]) -> list[dict]:
+    """The messages with their content as text, for a prompt made of text. An image or audio part cannot
+    become text: a 400 naming the part and the expert, never a silent drop."""
+    for i, m in enumerate(messages):
+        for j, part in enumerate(m["content"] if isinstance(m.get("content"), list) else ()):
+            if isinstance(part, dict) and part.get("type") != "text":
+                raise InvalidRequest(f"expert {expert.name!r} takes text only: the {part.get('type')} part "
+                                     f"messages[{i}].content[{j}] cannot be part of its prompt; send it to an "
+                                     "expert that takes it", param=f"messages[{i}].content[{j}].type",
+                                     code="unsupported_parameter")
+    return [{**m, "content": text_of(m)} for m in messages]
+
+
 def chat_messages(expert: Expert, messages: list[dict]) -> list[dict]:
     """Plain ``{"role", "content"}`` text dicts, with the expert's system prompt merged in first."""
     out: list[dict] = []
-    messages = [{**m, "content": text_of(m)} for m in messages]
+    messages = text_turns(expert, messages)
     system = [m["content"] for m in messages if m["role"] in ("system", "developer") and m["content"]]
     if expert.system_prompt:
         system.insert(0, expert.system_prompt)
@@ -40,7 +54,7 @@ def native_messages(expert: Expert, messages: list[dict]) -> list[dict]:
 def completion_prompt(expert: Expert, messages: list[dict]) -> str:
     """A base model's prompt: earlier turns filled into the template as solved examples,
     the last user turn left open, e.g. ``Q: ...\\nA: ...\\n\\nQ: <last>\\nA:``."""
-    messages = [{**m, "content": text_of(m)} for m in messages]
+    messages = text_turns(expert, messages)
     template = expert.completion_template
     parts: list[str] = []
     system = [m["content"] for m in messages if m["role"] in ("system", "developer") and m["content"]]
