@@ -159,6 +159,17 @@ def test_k3_tools_vote_among_the_experts_calls(gateway):
     assert raw.headers["x-conclave-calls"] == "3"
 
 
+def test_k3_tools_vote_streamed(gateway):
+    client, _ = gateway
+    chunks = list(client.chat.completions.create(model="conclave-auto", messages=ASK, tools=[WEATHER], stream=True,
+                                                 extra_body={"conclave": {"k": 3}}))
+    pieces = [tc for c in chunks if c.choices for tc in (c.choices[0].delta.tool_calls or ())]
+    assert pieces[0].id and pieces[0].function.name == "get_weather"
+    jsonschema.validate(json.loads("".join(p.function.arguments or "" for p in pieces)), WEATHER["function"]["parameters"])
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "tool_calls"
+    assert chunks[0].to_dict()["conclave"]["aggregation"]["aggregator"] == "tool-call-vote"
+
+
 def test_k3_json_mode_votes_among_valid_json(gateway):
     client, _ = gateway
     fmt = {"type": "json_schema", "json_schema": {"name": "city", "schema": SCHEMA}}
