@@ -56,6 +56,14 @@ def test_a_completion_style_expert_refuses_the_chat_only_fields(field):
     assert err.value.param == field and "'b'" in err.value.message
 
 
+def test_the_token_limit_goes_upstream_under_the_name_the_client_used():
+    params = GenParams(max_tokens=9, limit_field="max_completion_tokens")
+    assert build_request(REMOTE, HISTORY, params)[1]["max_completion_tokens"] == 9
+    assert "max_tokens" not in build_request(REMOTE, HISTORY, params)[1]
+    assert _kwargs(REMOTE, params, timeout=5)["max_completion_tokens"] == 9
+    assert build_request(BASE, HISTORY[-1:], params)[1]["max_tokens"] == 9    # /completions knows only max_tokens
+
+
 def test_a_completion_style_expert_takes_penalties_and_text_format():
     fields = upstream_fields(BASE, GenParams(presence_penalty=1.0, logit_bias={"1": 1},
                                              response_format={"type": "text"}))

@@ -137,7 +137,9 @@ def test_every_other_field_reaches_the_upstream(gateway):
     body = sent(upstream)
     assert (body["presence_penalty"], body["frequency_penalty"], body["logit_bias"]) == (0.5, -1, {"50256": -100})
     assert (body["user"], body["metadata"], body["reasoning_effort"]) == ("user-7", {"team": "search"}, "low")
-    assert (body["max_tokens"], body["seed"]) == (12, 3)
+    assert (body["max_completion_tokens"], body["seed"]) == (12, 3) and "max_tokens" not in body
+    client.chat.completions.create(model="remote", messages=ASK, max_tokens=7)
+    assert sent(upstream)["max_tokens"] == 7 and "max_completion_tokens" not in sent(upstream)
 
 
 def test_image_parts_reach_a_remote_expert_as_sent(gateway):

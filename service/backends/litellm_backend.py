@@ -16,9 +16,9 @@ from experts_registry.errors import ConclaveError, ExpertTimeout, UpstreamError,
 from experts_registry.upstream import check_upstream
 from experts_registry.model import Expert
 
-from ..core.backend import Delta, GenParams, sampling, scrub, summary, usage_dict
+from ..core.backend import Delta, GenParams, scrub, summary, usage_dict
 from .openai_backend import CLIENT_STATUSES, client_error
-from ..core.openai_fields import choice_logprobs, stream_calls, upstream_fields
+from ..core.openai_fields import choice_logprobs, stream_calls, upstream_body
 from ..core.prompting import completion_prompt, native_messages
 
 log = logging.getLogger("conclave.upstream")
@@ -37,7 +37,7 @@ def _kwargs(expert: Expert, params: GenParams, timeout: float) -> dict:
     kw = {"model": expert.model, "stream": True, "timeout": timeout,
           "num_retries": 0, "max_retries": 0,  # the gateway retries, with its own budget and breaker
           "api_key": os.environ.get(expert.api_key_env, "") if expert.api_key_env else "none",
-          **sampling(expert, params), **upstream_fields(expert, params)}
+          **upstream_body(expert, params)}
     if params.tools:   # litellm would route a request with tools through its MCP bridge (and import mcp)
         kw["_skip_mcp_handler"] = True
     if params.user is not None:   # litellm drops user for models outside OpenAI's catalogue: opt in to send it

@@ -25,8 +25,8 @@ from experts_registry.errors import (ConclaveError, ContextLengthExceeded, Exper
 from experts_registry.model import Expert
 from experts_registry.upstream import parse_ip, unsafe_ip
 
-from ..core.backend import Delta, GenParams, looks_like_context_overflow, sampling, scrub, summary, usage_dict
-from ..core.openai_fields import choice_logprobs, indexed_calls, stream_calls, upstream_fields
+from ..core.backend import Delta, GenParams, looks_like_context_overflow, scrub, summary, usage_dict
+from ..core.openai_fields import choice_logprobs, indexed_calls, stream_calls, upstream_body
 from ..core.prompting import completion_prompt, native_messages
 
 log = logging.getLogger("conclave.upstream")
@@ -46,8 +46,7 @@ def lean_eligible(expert: Expert) -> bool:
 def build_request(expert: Expert, messages: list[dict], params: GenParams) -> tuple[str, dict]:
     """The URL and JSON body litellm would send for this expert (chat or completion style)."""
     base = expert.api_base.rstrip("/")
-    body = {"model": expert.model.partition("/")[2], "stream": params.stream, **sampling(expert, params),
-            **upstream_fields(expert, params)}
+    body = {"model": expert.model.partition("/")[2], "stream": params.stream, **upstream_body(expert, params)}
     if expert.prompt_style == "completion":
         return base + "/completions", {**body, "prompt": completion_prompt(expert, messages)}
     body["messages"] = native_messages(expert, messages)

@@ -37,6 +37,8 @@ class GenParams:
     user: str | None = None
     reasoning_effort: str | None = None
     metadata: dict | None = None
+    limit_field: str = "max_tokens"   # the name the client gave max_tokens (OpenAI's reasoning models want
+                                      # max_completion_tokens); an OpenAI-compatible upstream gets the same
 
 
 @dataclass

@@ -9,7 +9,7 @@ import json
 from experts_registry.errors import InvalidRequest
 from experts_registry.model import Expert
 
-from .backend import GenParams
+from .backend import GenParams, sampling
 
 # GenParams field -> the request field it comes from (the same name in OpenAI's chat API)
 PASSED = ("tools", "tool_choice", "parallel_tool_calls", "response_format", "top_logprobs",
@@ -24,11 +24,22 @@ def request_fields(req) -> dict:
     fields = {name: getattr(req, name) for name in PASSED if getattr(req, name) is not None}
     if req.logprobs:
         fields["logprobs"] = True
+    if req.max_completion_tokens is not None:
+        fields["limit_field"] = "max_completion_tokens"
     return fields
 
 
 def json_mode(params: GenParams) -> bool:
     return (params.response_format or {}).get("type") in ("json_object", "json_schema")
+
+
+def upstream_body(expert: Expert, params: GenParams) -> dict:
+    """Sampling (``backend.sampling``) and :func:`upstream_fields` together: what every OpenAI-compatible
+    request carries, the token limit under the name the client used (chat experts)."""
+    body = {**sampling(expert, params), **upstream_fields(expert, params)}
+    if params.limit_field != "max_tokens" and expert.prompt_style != "completion":
+        body[params.limit_field] = body.pop("max_tokens")
+    return body
 
 
 def upstream_fields(expert: Expert, params: GenParams) -> dict:
