@@ -12,6 +12,7 @@
     bad           400 invalid_request_error about a parameter
     verbose       500 with a long body holding a traceback, a file path and a secret-looking token
     slow          answers after 1 s
+    deaf          answers "upstream ok" whatever the request asks (tools, response_format, logprobs ignored)
 
 Any answering model answers as OpenAI does to the fields beyond sampling: ``tools`` -> a call of the
 tool ``tool_choice`` names (else the first one), with arguments that fill the tool's ``parameters``
@@ -60,6 +61,8 @@ def sample(schema: dict):
 
 def answer(req: dict) -> tuple[str, list | None, str]:
     """(text, whole tool calls or None, finish_reason) for a request, as OpenAI would shape them."""
+    if req.get("model") == "deaf":
+        return "upstream ok", None, "stop"
     tools, choice, last = req.get("tools"), req.get("tool_choice", "auto"), req["messages"][-1]
     if tools and choice != "none" and not (last["role"] == "tool" and choice != "required"):
         name = choice["function"]["name"] if isinstance(choice, dict) else tools[0]["function"]["name"]
@@ -144,7 +147,8 @@ class Handler(BaseHTTPRequestHandler):
         if "messages" not in req:   # a completion-style expert's /completions request
             req["messages"] = [{"role": "user", "content": req.get("prompt", "")}]
         text, calls, finish = answer(req)
-        logprobs = token_logprobs(text, req.get("top_logprobs") or 0) if req.get("logprobs") else None
+        asked = req.get("logprobs") and kind != "deaf"
+        logprobs = token_logprobs(text, req.get("top_logprobs") or 0) if asked else None
         if req.get("stream"):
             return self._stream(kind == "midstream", text, calls, finish, logprobs)
         self._json(200, {"id": "x", "object": "chat.completion", "created": 0, "model": model,

@@ -224,3 +224,21 @@ def test_a_text_prompt_refuses_image_and_audio_parts_naming_them(kind):
         assert err.value.param == "messages[1].content[1].type" and "'local'" in err.value.message
     assert chat_messages(local, [turns[1] | {"content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}]) \
         == [{"role": "user", "content": "ab"}]
+
+
+@pytest.mark.parametrize("params,text,calls,logprobs,finish,ignored", [
+    (GenParams(logprobs=True), "hi", [], False, "stop", "logprobs"),
+    (GenParams(logprobs=True), "", call_of("f", "{}"), False, "tool_calls", None),   # tool calls have no tokens
+    (GenParams(tools=[TOOL], tool_choice="required"), "text", [], False, "stop", "tool_choice"),
+    (GenParams(tools=[TOOL], tool_choice="auto"), "text", [], False, "stop", None),
+    (GenParams(tools=[TOOL], tool_choice={"type": "function", "function": {"name": "f"}}), "", call_of("g", "{}"),
+     False, "tool_calls", "tool_choice"),
+    (GenParams(response_format={"type": "json_object"}), "{\"a\": 1}", [], False, "stop", None),
+    (GenParams(response_format={"type": "json_object"}), "sure! {", [], False, "stop", "response_format"),
+    (GenParams(response_format={"type": "json_object"}), "{\"a\": ", [], False, "length", None),   # cut by max_tokens
+])
+def test_what_counts_as_an_ignored_field(params, text, calls, logprobs, finish, ignored):
+    from service.pipeline.honoured import _ignored
+
+    found = _ignored(params, text, calls, logprobs, finish)
+    assert (found.split(" ")[0] if found else None) == ignored

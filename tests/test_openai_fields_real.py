@@ -46,8 +46,11 @@ def gateway(request, upstream, tmp_path_factory):
     env = {**os.environ, "CONCLAVE_HOME": str(home)}
     for name, model in (("remote", "openai/ok"), ("remote2", "openai/ok2"), ("remote3", "openai/ok3")):
         subprocess.run([sys.executable, "-m", "service.cli", "experts", "add", name, "--backend", "litellm",
-                        "--model", model, "--api-base", upstream + "/v1", "--skill", "general"],
+                        "--model", model, "--api-base", upstream + "/v1", "--skill", "weather"],
                        check=True, capture_output=True, env=env)
+    subprocess.run([sys.executable, "-m", "service.cli", "experts", "add", "deaf", "--backend", "litellm",
+                    "--model", "openai/deaf", "--api-base", upstream + "/v1", "--skill", "deaf"], check=True,
+                   capture_output=True, env=env)   # no "weather" skill: routed requests about the weather skip it
     for bundled in ("smollm2", "gemma-3-270m"):   # routed requests (k = 3) go to the three remote experts only
         subprocess.run([sys.executable, "-m", "service.cli", "experts", "remove", bundled], check=True,
                        capture_output=True, env=env)
@@ -246,3 +249,22 @@ def test_a_local_expert_reads_text_parts_and_answers(local):
     out = local.chat.completions.create(model="smollm2", messages=[{"role": "user", "content": content}],
                                         max_tokens=4, temperature=0)
     assert out.choices[0].message.content.strip()
+
+
+@pytest.mark.parametrize("kwargs,param", [
+    ({"logprobs": True}, "logprobs"),
+    ({"tools": [WEATHER], "tool_choice": "required"}, "tool_choice"),
+    ({"tools": [WEATHER, TIME], "tool_choice": {"type": "function", "function": {"name": "get_time"}}}, "tool_choice"),
+    ({"response_format": {"type": "json_object"}}, "response_format"),
+])
+def test_an_expert_that_ignores_a_field_is_an_error_not_a_silent_change(gateway, kwargs, param):
+    """The "deaf" upstream answers 200 with plain text whatever it was asked."""
+    client, _ = gateway
+    with pytest.raises(openai.APIStatusError) as err:
+        client.chat.completions.create(model="deaf", messages=ASK, **kwargs)
+    assert err.value.status_code == 502 and err.value.body["param"] == param and "'deaf'" in err.value.body["message"]
+    chunks = client.chat.completions.create(model="deaf", messages=ASK, stream=True, **kwargs)
+    with pytest.raises(openai.APIError) as err:   # the text streamed, then the error in-band, and no [DONE]
+        list(chunks)
+    assert param in str(err.value)
+    assert client.chat.completions.create(model="deaf", messages=ASK).choices[0].message.content == "upstream ok"

@@ -25,7 +25,7 @@ from ..core.idempotency import Ticket
 from ..core.metrics import Metrics
 from ..core.openai_fields import request_fields
 from ..core.protocol import ChatRequest
-from . import fanout
+from . import fanout, honoured
 from .adaptive import ask_until_clear, weighted_plan
 from .aggregator_profile import best_aggregator, load_aggregator_profile
 from .keywords import extract_keywords
@@ -196,8 +196,11 @@ class Gateway:
         circuit breaker, retried (before the first token only) on retryable upstream errors."""
         breaker = self.breakers.get(expert.name)
         mine = await self._admitted(expert.name, breaker)
+        chunks = self._attempts(expert, messages, params, ticket, breaker)
+        if honoured.needs_check(params):   # a field the expert ignored is an error, not a different answer
+            chunks = honoured.checked(expert.name, params, chunks)
         try:
-            async for delta in self._attempts(expert, messages, params, ticket, breaker):
+            async for delta in chunks:
                 yield delta
         finally:
             breaker.release(mine)   # a trial that ended without a verdict hands over to the next caller
