@@ -268,3 +268,24 @@ def test_an_expert_that_ignores_a_field_is_an_error_not_a_silent_change(gateway,
         list(chunks)
     assert param in str(err.value)
     assert client.chat.completions.create(model="deaf", messages=ASK).choices[0].message.content == "upstream ok"
+
+
+@pytest.mark.parametrize("kwargs,param", [
+    ({"logprobs": True, "top_logprobs": 2}, "logprobs"),
+    ({"response_format": {"type": "json_object"}}, "response_format"),
+    ({"tools": [WEATHER], "tool_choice": "required"}, "tools"),
+])
+def test_a_local_expert_honours_a_field_or_refuses_it_naming_it(local, kwargs, param):
+    """Acceptance: against a local expert the same requests either work or give a 400 naming the field."""
+    try:
+        out = local.chat.completions.create(model="smollm2", messages=ASK, max_tokens=24, temperature=0, **kwargs)
+    except openai.BadRequestError as err:
+        assert err.body["param"] in (param, "tool_choice") and "smollm2" in err.body["message"]
+        return
+    choice = out.choices[0]
+    if "logprobs" in kwargs:
+        assert choice.logprobs and len(choice.logprobs.content[0].top_logprobs) == 2
+    elif "response_format" in kwargs:
+        assert choice.finish_reason == "length" or isinstance(json.loads(choice.message.content), dict)
+    else:
+        assert choice.message.tool_calls

@@ -198,7 +198,7 @@ class Gateway:
         mine = await self._admitted(expert.name, breaker)
         chunks = self._attempts(expert, messages, params, ticket, breaker)
         if honoured.needs_check(params):   # a field the expert ignored is an error, not a different answer
-            chunks = honoured.checked(expert.name, params, chunks)
+            chunks = honoured.checked(expert, params, chunks)
         try:
             async for delta in chunks:
                 yield delta

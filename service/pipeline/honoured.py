@@ -11,18 +11,22 @@ streams (at its end):
   by ``max_tokens`` (``finish_reason: "length"``, as OpenAI returns it).
 
 A miss is an :class:`UpstreamError` (502, or an in-band error event after the streamed text) naming the
-expert and the field it did not honour.
+expert and the field it did not honour; from a local expert (the gateway's own worker), an
+:class:`InvalidRequest` (400): that expert cannot serve the field.
 """
 
 from __future__ import annotations
 
 from typing import AsyncIterator
 
-from experts_registry.errors import UpstreamError
+from experts_registry.errors import InvalidRequest, UpstreamError
+from experts_registry.model import Expert
 
 from ..backends import Delta, GenParams
 from ..core.backend import merge_tool_calls
 from ..core.openai_fields import canonical_json, json_mode
+
+LOCAL = ("llamacpp", "vllm")   # the gateway's own workers
 
 
 def needs_check(params: GenParams) -> bool:
@@ -30,7 +34,7 @@ def needs_check(params: GenParams) -> bool:
     return params.logprobs or (bool(params.tools) and forced) or json_mode(params)
 
 
-async def checked(expert: str, params: GenParams, chunks: AsyncIterator[Delta]) -> AsyncIterator[Delta]:
+async def checked(expert: Expert, params: GenParams, chunks: AsyncIterator[Delta]) -> AsyncIterator[Delta]:
     text, calls, logprobs = [], {}, False
     async for delta in chunks:
         text.append(delta.text)
@@ -40,10 +44,20 @@ async def checked(expert: str, params: GenParams, chunks: AsyncIterator[Delta]) 
             ignored = _ignored(params, "".join(text), [calls[i] for i in sorted(calls)], logprobs,
                                delta.finish_reason)
             if ignored:
-                raise UpstreamError(f"expert {expert!r} answered without honouring {ignored}: its server "
-                                    "ignores the field; ask an expert that supports it", expert=expert,
-                                    param=ignored.split(" ")[0])
+                raise _error(expert, ignored)
         yield delta
+
+
+def _error(expert: Expert, ignored: str):
+    """A remote server that ignored the field failed (502); one of the gateway's own workers that cannot
+    serve it means the request asked this expert for what it cannot do (400)."""
+    field = ignored.split(" ")[0]
+    if expert.backend in LOCAL:
+        return InvalidRequest(f"expert {expert.name!r} cannot serve {ignored}: this {expert.backend} expert "
+                              "does not support the field; ask an expert that does", param=field,
+                              code="unsupported_parameter")
+    return UpstreamError(f"expert {expert.name!r} answered without honouring {ignored}: its server ignores "
+                         "the field; ask an expert that supports it", expert=expert.name, param=field)
 
 
 def _ignored(params: GenParams, text: str, calls: list[dict], logprobs: bool, finish: str) -> str | None:
