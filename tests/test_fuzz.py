@@ -66,6 +66,12 @@ CHAT_BODY = st.fixed_dictionaries(
               "temperature": st.one_of(st.floats(allow_nan=False, allow_infinity=False), st.none()),
               "top_p": st.floats(-1, 2, allow_nan=False), "stop": st.one_of(st.text(max_size=5), st.lists(st.text(max_size=5))),
               "seed": st.integers(), "n": st.integers(0, 3), "stream": st.booleans(),
+              "logprobs": st.booleans(), "top_logprobs": st.integers(-1, 25),
+              "frequency_penalty": st.floats(-3, 3, allow_nan=False),
+              "response_format": st.sampled_from([{"type": "json_object"}, {"type": "text"}, {"type": "xml"}]),
+              "tools": st.sampled_from([[{"type": "function", "function": {"name": "f"}}], [], [{"type": "x"}]]),
+              "tool_choice": st.sampled_from(["auto", "required", "none", {"type": "function",
+                                                                           "function": {"name": "f"}}]),
               "conclave": st.one_of(st.none(), st.fixed_dictionaries(
                   {}, optional={"k": st.integers(-1, 20), "router": st.sampled_from(["tags", "zzz"]),
                                 "aggregator": st.sampled_from(["vote", "synthesis", "first", "zzz"]),
