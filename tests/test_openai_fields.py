@@ -242,27 +242,3 @@ def test_what_counts_as_an_ignored_field(params, text, calls, logprobs, finish, 
 
     found = _ignored(params, text, calls, logprobs, finish)
     assert (found.split(" ")[0] if found else None) == ignored
-
-
-def test_the_redis_queue_reply_keeps_tool_calls_logprobs_and_client_errors():
-    """A local expert's answer through the Redis queue (its worker's reply) loses none of the fields."""
-    from service.backends import Delta, collect
-    from service.scheduler.redis_queue import _deltas as replayed, answer_error, answer_payload
-
-    entry = {"token": "a", "logprob": -0.1, "bytes": [97], "top_logprobs": []}
-    pieces = [Delta("a", logprobs=[entry]), Delta("", tool_calls=[{"index": 0, "id": "c", "type": "function",
-                                                                   "function": {"name": "f", "arguments": "{\"x\""}}]),
-              Delta("", tool_calls=[{"index": 0, "function": {"arguments": ":1}"}}]),
-              Delta("", "tool_calls", {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3})]
-
-    async def replay():
-        for d in replayed(json.loads(answer_payload(pieces, None))):
-            yield d
-
-    gen = asyncio.run(collect(replay()))
-    assert (gen.text, gen.finish_reason, gen.logprobs) == ("a", "tool_calls", [entry])
-    assert gen.tool_calls == [{"id": "c", "type": "function", "function": {"name": "f", "arguments": "{\"x\":1}"}}]
-    refused = answer_error(json.loads(answer_payload([], InvalidRequest("no images", param="messages[0].content[1].type",
-                                                                        code="unsupported_parameter"))), "smollm2")
-    assert isinstance(refused, InvalidRequest) and refused.param == "messages[0].content[1].type"
-    assert isinstance(answer_error(json.loads(answer_payload([], RuntimeError("boom"))), "e"), UpstreamError)

@@ -29,11 +29,11 @@ import uuid
 from contextlib import suppress
 from dataclasses import asdict, dataclass
 
-from experts_registry.errors import (ContextLengthExceeded, DependencyUnavailable, ExpertUnavailable, InvalidRequest,
-                                     RateLimited, ShuttingDown, UpstreamError, UserError)
+from experts_registry.errors import (ContextLengthExceeded, DependencyUnavailable, ExpertUnavailable, RateLimited, ShuttingDown,
+                                     UpstreamError)
 from experts_registry.model import Expert
 
-from ..core.backend import Delta, GenParams, merge_tool_calls
+from ..core.backend import Delta, GenParams
 from ..core.idempotency import HEADER, Ticket, check_same_body
 from .placement import ADMIT, base_of, moved_key
 
@@ -187,7 +187,7 @@ class RedisFront:
         if "error" in answer:
             if rid is not None:
                 await r.eval(FORGET, 1, self.keys["request"] + rid, job_id)
-            raise answer_error(answer, expert)
+            raise ERRORS.get(answer.get("code"), UpstreamError)(answer["error"], expert=expert)
         return answer
 
     async def _wait(self, r, job_id: str, kept: bool, entry=None) -> dict:
@@ -232,34 +232,15 @@ def _shutdown(kept: bool) -> ShuttingDown:
 
 
 def _deltas(answer: dict) -> list[Delta]:
-    calls, logprobs = answer.get("tool_calls"), answer.get("logprobs")
-    first = [Delta(answer["text"], tool_calls=calls, logprobs=logprobs)] if answer["text"] or calls or logprobs else []
-    return first + [Delta("", answer["finish_reason"], answer["usage"])]
+    return ([Delta(answer["text"])] if answer["text"] else []) + [Delta("", answer["finish_reason"], answer["usage"])]
 
 
 def answer_payload(deltas: list, error: BaseException | None) -> str:
-    """A job's answer as its reply: the text, and the tool calls and logprobs (OpenAI's shapes) when it has
-    them; or the error, with its param when it is the caller's (a 4xx: ``client``)."""
     if error is not None:
-        return json.dumps({"error": getattr(error, "message", str(error)), "code": getattr(error, "code", None),
-                           "param": getattr(error, "param", None), "client": isinstance(error, UserError)})
+        return json.dumps({"error": getattr(error, "message", str(error)), "code": getattr(error, "code", None)})
     last = next((d for d in reversed(deltas) if getattr(d, "finish_reason", None)), None)
-    calls: dict = {}
-    for d in deltas:
-        merge_tool_calls(calls, d.tool_calls or ())
-    logprobs = [e for d in deltas for e in (d.logprobs or ())]
-    extra = {"tool_calls": [{"index": i, **calls[i]} for i in sorted(calls)]} if calls else {}
-    return json.dumps({"text": "".join(d.text for d in deltas), **extra, **({"logprobs": logprobs} if logprobs else {}),
+    return json.dumps({"text": "".join(d.text for d in deltas),
                        "finish_reason": last.finish_reason if last else "stop", "usage": last.usage if last else {}})
-
-
-def answer_error(answer: dict, expert: str) -> Exception:
-    """The exception a job's error reply stands for: the caller's own (400 with its param) or the expert's."""
-    if answer.get("code") in ERRORS:
-        return ERRORS[answer["code"]](answer["error"], expert=expert)
-    if answer.get("client"):
-        return InvalidRequest(answer["error"], param=answer.get("param"), code=answer.get("code"))
-    return UpstreamError(answer["error"], expert=expert)
 
 
 def params_from(raw: str) -> GenParams:
