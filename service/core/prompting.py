@@ -16,14 +16,14 @@ def text_of(message: dict) -> str:
 
 def text_turns(expert: Expert, messages: list[dict]) -> list[dict]:
     """The messages with their content as text, for a prompt made of text. An image or audio part cannot
-    become text: a 400 naming the part and the expert, never a silent drop."""
+    become text: a 400 naming the part and the expert, never a silent drop (code ``invalid_request``, which
+    the Redis queue's reply keeps a 400)."""
     for i, m in enumerate(messages):
         for j, part in enumerate(m["content"] if isinstance(m.get("content"), list) else ()):
             if isinstance(part, dict) and part.get("type") != "text":
                 raise InvalidRequest(f"expert {expert.name!r} takes text only: the {part.get('type')} part "
                                      f"messages[{i}].content[{j}] cannot be part of its prompt; send it to an "
-                                     "expert that takes it", param=f"messages[{i}].content[{j}].type",
-                                     code="unsupported_parameter")
+                                     "expert that takes it", param=f"messages[{i}].content[{j}].type")
     return [{**m, "content": text_of(m)} for m in messages]
 
 
