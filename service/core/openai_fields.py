@@ -36,6 +36,8 @@ def json_mode(params: GenParams) -> bool:
 def upstream_body(expert: Expert, params: GenParams) -> dict:
     """Sampling (``backend.sampling``) and :func:`upstream_fields` together: what every OpenAI-compatible
     request carries, the token limit under the name the client used (chat experts)."""
+    if getattr(params, "raw", False):   # /v1/completions (its own module passes its fields): sampling only
+        return sampling(expert, params)
     body = {**sampling(expert, params), **upstream_fields(expert, params)}
     if params.limit_field != "max_tokens" and expert.prompt_style != "completion":
         body[params.limit_field] = body.pop("max_tokens")
