@@ -98,7 +98,7 @@ def test_the_overview_counts_requests_errors_tokens_and_routing(open_client):
     assert {e["expert"] for e in o["experts"]} == {"mathy", "echo", "fail"}
     assert o["latency_s"]["p50"] is not None and o["series"] and o["window_s"] == 60
     too_short = open_client.get("/ui/api/overview?window=5")
-    assert too_short.status_code == 422 and too_short.json()["error"]["param"] == "query.window"
+    assert too_short.status_code == 400 and too_short.json()["error"]["param"] == "query.window"
 
 
 def test_experts_show_registry_health_and_the_last_error(open_client, fake_gateway):
@@ -123,8 +123,8 @@ def test_the_route_preview_shows_every_candidate_and_is_not_recorded(open_client
     assert d["candidates"][0]["evidence"] == {"matched_skills": ["algebra"]}
     assert fake_gateway.decisions.recent() == []
     assert 'conclave_routed_total{expert="mathy"' not in open_client.get("/metrics").text
-    for body, status, param in (({"prompt": "x", "k": 0}, 422, "k"), ({"prompt": ""}, 422, "prompt"),
-                                ({"prompt": "x", "extra": 1}, 422, "extra"), ({"prompt": "x", "router": "nope"}, 400, "router")):
+    for body, status, param in (({"prompt": "x", "k": 0}, 400, "k"), ({"prompt": ""}, 400, "prompt"),
+                                ({"prompt": "x", "extra": 1}, 400, "extra"), ({"prompt": "x", "router": "nope"}, 400, "router")):
         bad = open_client.post("/ui/api/route", headers=ACT, json=body)
         assert bad.status_code == status and param in str(bad.json()["error"]["param"]), body
 

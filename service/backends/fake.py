@@ -16,6 +16,7 @@ from experts_registry.model import Expert
 
 from ..core.backend import Delta, GenParams, usage_dict
 from ..core.completions import entry
+from ..core.prompting import text_of
 
 
 class FakeBackend:
@@ -29,7 +30,7 @@ class FakeBackend:
             raise UpstreamError(f"expert {expert.name!r} failed: scripted failure", expert=expert.name)
         if behaviour == "hang":
             await asyncio.sleep(3600)
-        last = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+        last = next((text_of(m) for m in reversed(messages) if m["role"] == "user"), "")
         text = f"{expert.name} says: {last}"
         if behaviour.startswith("say="):
             text = behaviour[4:]

@@ -25,9 +25,10 @@ from experts_registry.errors import (ConclaveError, ContextLengthExceeded, Exper
 from experts_registry.model import Expert
 from experts_registry.upstream import parse_ip, unsafe_ip
 
-from ..core.backend import Delta, GenParams, looks_like_context_overflow, sampling, scrub, summary, usage_dict
+from ..core.backend import Delta, GenParams, looks_like_context_overflow, scrub, summary, usage_dict
 from ..core.completions import from_legacy, raw_fields
-from ..core.prompting import chat_messages, completion_prompt
+from ..core.openai_fields import choice_logprobs, indexed_calls, stream_calls, upstream_body
+from ..core.prompting import completion_prompt, native_messages
 
 log = logging.getLogger("conclave.upstream")
 _UNSPECIFIED = ipaddress.ip_address("0.0.0.0")   # what an unparsable resolver answer counts as: refused
@@ -46,12 +47,12 @@ def lean_eligible(expert: Expert) -> bool:
 def build_request(expert: Expert, messages: list[dict], params: GenParams) -> tuple[str, dict]:
     """The URL and JSON body litellm would send for this expert (chat or completion style)."""
     base = expert.api_base.rstrip("/")
-    body = {"model": expert.model.partition("/")[2], "stream": params.stream, **sampling(expert, params)}
+    body = {"model": expert.model.partition("/")[2], "stream": params.stream, **upstream_body(expert, params)}
     if params.raw:   # /v1/completions: the client's prompt verbatim, echo and logprobs passed through
         return base + "/completions", {**body, **raw_fields(messages, params)}
     if expert.prompt_style == "completion":
         return base + "/completions", {**body, "prompt": completion_prompt(expert, messages)}
-    body["messages"] = chat_messages(expert, messages)
+    body["messages"] = native_messages(expert, messages)
     if params.stream:
         body["stream_options"] = {"include_usage": True}
     return base + "/chat/completions", body
@@ -214,9 +215,14 @@ def _usage(u: dict | None) -> dict | None:
 def _whole(obj: dict, legacy: bool = False) -> Delta:
     """The one Delta of a whole answer; ``legacy``: a /completions answer, whose logprobs are kept."""
     choice = obj["choices"][0]
-    text = (choice.get("message") or {}).get("content") or choice.get("text") or ""
+    if legacy:
+        text = choice.get("text") or ""
+        return Delta(text, choice.get("finish_reason") or "stop", _usage(obj.get("usage")) or usage_dict(0, 0),
+                     logprobs=from_legacy(choice.get("logprobs")))
+    message = choice.get("message") or {}
+    text = message.get("content") or choice.get("text") or ""
     return Delta(text, choice.get("finish_reason") or "stop", _usage(obj.get("usage")) or usage_dict(0, 0),
-                 logprobs=from_legacy(choice.get("logprobs")) if legacy else None)
+                 indexed_calls(message.get("tool_calls")), choice_logprobs(choice))
 
 
 async def _events(expert: Expert, resp, legacy: bool = False):
@@ -237,9 +243,13 @@ async def _events(expert: Expert, resp, legacy: bool = False):
                                 expert=expert.name)
         usage = _usage(event.get("usage")) or usage
         for choice in (event.get("choices") or ())[:1]:
-            text = (choice.get("delta") or {}).get("content") or choice.get("text") or ""
-            lp = from_legacy(choice.get("logprobs")) if legacy else None
-            if text or lp:
-                yield Delta(text, logprobs=lp)
             finish = choice.get("finish_reason") or finish
+            if legacy:
+                text, calls, logprobs = choice.get("text") or "", None, from_legacy(choice.get("logprobs"))
+            else:
+                delta = choice.get("delta") or {}
+                text = delta.get("content") or choice.get("text") or ""
+                calls, logprobs = stream_calls(delta.get("tool_calls")), choice_logprobs(choice)
+            if text or calls or logprobs:
+                yield Delta(text, tool_calls=calls, logprobs=logprobs)
     yield Delta("", finish, usage or usage_dict(0, 0))

@@ -35,6 +35,10 @@ class GenParams:
     frequency_penalty: float | None = None
     logit_bias: dict | None = None
     user: str | None = None
+    reasoning_effort: str | None = None
+    metadata: dict | None = None
+    limit_field: str = "max_tokens"   # the name the client gave max_tokens (OpenAI's reasoning models want
+                                      # max_completion_tokens); an OpenAI-compatible upstream gets the same
     # /v1/completions (service/core/completions.py): the one message is the prompt verbatim (or its token ids),
     # with no template; ``echo`` puts the prompt (and, with logprobs, its tokens' logprobs) before the answer.
     # ``top_logprobs`` is then the legacy ``logprobs`` count (0-5).  max_tokens may be 0 with echo (scoring).

@@ -41,7 +41,8 @@ class ChatHandler:
             return await _stream(self.gw, req, who, spend, ticket, limits)
         routed, gen = await self.gw.complete(req, allowed=who.models, ticket=ticket)
         await spend(gen.usage)
-        body = completion_body(new_id(), routed.expert.name, gen.text, gen.finish_reason, gen.usage, routed.info())
+        body = completion_body(new_id(), routed.expert.name, gen.text, gen.finish_reason, gen.usage, routed.info(),
+                               gen.tool_calls, gen.logprobs)
         return JSONResponse(body, headers={**_headers(routed), **limits})
 
 
@@ -60,8 +61,9 @@ async def _stream(gw: Gateway, req: ChatRequest, who: Principal, spend, ticket=N
         try:
             delta = first
             while delta is not None:
-                if delta.text:
-                    yield _sse(chunk_body(rid, model, {"content": delta.text}, None, {"expert": model}))
+                if delta.text or delta.tool_calls or delta.logprobs:
+                    yield _sse(chunk_body(rid, model, _delta_body(delta), None, {"expert": model},
+                                          logprobs=delta.logprobs))
                 usage, finish = delta.usage or usage, delta.finish_reason or finish
                 delta = await anext(it, None)
         except ConclaveError as exc:
@@ -80,6 +82,14 @@ async def _stream(gw: Gateway, req: ChatRequest, who: Principal, spend, ticket=N
         yield "data: [DONE]\n\n"
 
     return StreamingResponse(events(), media_type="text/event-stream", headers={**_headers(routed), **(limits or {})})
+
+
+def _delta_body(delta) -> dict:
+    """A chunk's ``delta``: the text, and tool-call pieces in OpenAI's streamed shape (with ``index``)."""
+    body = {"content": delta.text} if delta.text or not delta.tool_calls else {}
+    if delta.tool_calls:
+        body["tool_calls"] = delta.tool_calls
+    return body
 
 
 def _sse(obj: dict) -> str:

@@ -23,14 +23,16 @@ from ..backends import BackendPool, Delta, GenParams, Generation, collect
 from ..core.config import VIRTUAL_AUTO, VIRTUAL_MOE, Settings
 from ..core.idempotency import Ticket
 from ..core.metrics import Metrics
+from ..core.openai_fields import request_fields
 from ..core.protocol import ChatRequest
-from . import fanout
+from . import fanout, honoured
 from .adaptive import ask_until_clear, weighted_plan
 from .aggregator_profile import best_aggregator, load_aggregator_profile
 from .decisions import DecisionLog
 from .keywords import extract_keywords
 from .reliability import Breakers, backoff_delay
 from .routing import RouterHost
+from .structured import ask_and_vote, structured
 
 VIRTUAL_MODELS = {
     VIRTUAL_AUTO: "routes each request to the best expert with the configured router",
@@ -125,7 +127,8 @@ class Gateway:
             raise InvalidRequest(f"too many messages ({len(req.messages)} > {self.settings.max_messages})",
                                  param="messages")
         return GenParams(max_tokens=wanted or self.settings.default_max_tokens, temperature=req.temperature,
-                         top_p=req.top_p, stop=tuple(req.stop or ()), seed=req.seed, stream=req.stream)
+                         top_p=req.top_p, stop=tuple(req.stop or ()), seed=req.seed, stream=req.stream,
+                         **request_fields(req))
 
     async def open_stream(self, req: ChatRequest, allowed: tuple[str, ...] = (),
                           ticket: Ticket | None = None) -> tuple[Routed, AsyncIterator[Delta]]:
@@ -137,7 +140,7 @@ class Gateway:
             return Routed(rec.expert, rec.route and Decision.from_dict(rec.route)), self._resumed(queue, ticket, rec)
         routed = await self.resolve(req, allowed)
         params = self.params(req)
-        messages = [{"role": m.role, "content": m.text()} for m in req.messages]
+        messages = [m.wire() for m in req.messages]   # content parts, tool turns and tool_calls kept
         if routed.decision is not None and (routed.decision.k > 1 or routed.decision.stopping is not None):
             return await self._aggregate(req, routed, messages, params)
         ticket = ticket if queue is not None else None
@@ -198,8 +201,11 @@ class Gateway:
         circuit breaker, retried (before the first token only) on retryable upstream errors."""
         breaker = self.breakers.get(expert.name)
         mine = await self._admitted(expert.name, breaker)
+        chunks = self._attempts(expert, messages, params, ticket, breaker)
+        if honoured.needs_check(params):   # a field the expert ignored is an error, not a different answer
+            chunks = honoured.checked(expert, params, chunks)
         try:
-            async for delta in self._attempts(expert, messages, params, ticket, breaker):
+            async for delta in chunks:
                 yield delta
         finally:
             breaker.release(mine)   # a trial that ended without a verdict hands over to the next caller
@@ -261,6 +267,11 @@ class Gateway:
         decision = routed.decision
         by_name = {e.name: e for e in self.store.list()}
         experts = [(by_name[c.expert], c.score) for c in decision.choices[: decision.k] if c.expert in by_name]
+        chosen = opts.aggregator if opts and opts.aggregator else "vote"   # the default one gives way to a vote
+        if structured(params, chosen, decision.stopping is not None):   # tools / JSON mode (structured.py)
+            routed.aggregation, winner, answer = await ask_and_vote(self.call, experts, messages, params)
+            routed.expert = by_name[winner]
+            return routed, answer
         if decision.stopping is not None:
             return await self._adaptive(routed, experts, messages, params)
         candidates, usage = await fanout.ask_all(self.call, experts, messages, params)
