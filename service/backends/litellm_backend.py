@@ -20,7 +20,7 @@ from ..core.backend import Delta, GenParams, scrub, summary, usage_dict
 from .openai_backend import CLIENT_STATUSES, client_error
 from ..core.completions import raw_prompt, refuse_scoring
 from ..core.openai_fields import choice_logprobs, stream_calls, upstream_body
-from ..core.prompting import chat_messages, completion_prompt, native_messages
+from ..core.prompting import completion_prompt, native_messages
 
 log = logging.getLogger("conclave.upstream")
 CHECK_S = 30.0

@@ -10,24 +10,23 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 
 from fastapi import APIRouter, Request
 from pydantic import ValidationError
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from experts_registry.errors import ConclaveError, InvalidRequest, ValidationFailed
+from experts_registry.errors import InvalidRequest, ValidationFailed
 
 from ..core.completions import CompletionRequest, choice, forbidden_fields, new_completion_id, text_completion_body
 from ..core.backend import usage_dict
 from ..pipeline import completions as pipeline
 from ..pipeline.gateway import Gateway
 from .auth import Principal
-from .chat import _headers as routing_headers, _sse
+from .chat import _headers as routing_headers
 from .errors import from_errors
 from .ratelimit import RateLimiter
+from .sse import relayed, sse as _sse
 
-log = logging.getLogger("conclave.app")
 PATH = "/v1/completions"
 TYPE_TAGS = {"str", "int", "float", "bool", "list", "dict"}
 PROMPT_SHAPES = "send a string, a list of strings, a list of token ids (non-negative integers) or a list of them"
@@ -113,28 +112,23 @@ class CompletionHandler:
         rid, model = new_completion_id(), routed.expert.name
         info, limiter = routed.info(), self.limiter
 
+        async def spend(usage: dict | None) -> None:
+            await limiter.spend_tokens(who, (usage or {}).get("total_tokens", 0))
+
+        def event_of(delta):
+            if delta.text or delta.logprobs:
+                return text_completion_body(rid, model, [choice(0, delta.text, delta.logprobs, None)], None, info)
+            return None
+
         async def events():
-            usage, finish, delta = None, "stop", first
-            try:
-                while delta is not None:
-                    if delta.text or delta.logprobs:
-                        yield _sse(text_completion_body(rid, model, [choice(0, delta.text, delta.logprobs, None)],
-                                                        None, info))
-                    usage, finish = delta.usage or usage, delta.finish_reason or finish
-                    delta = await anext(it, None)
-            except ConclaveError as exc:
-                yield _sse(exc.to_body())   # in-band error, and no [DONE]: never a silent truncation
+            state: dict = {}
+            async for line in relayed(first, it, event_of, spend, model, state):
+                yield line
+            if not state["ok"]:
                 return
-            except Exception:
-                log.exception("completion stream from %s broke", model)
-                yield _sse(ConclaveError("internal error while streaming").to_body())
-                return
-            finally:
-                await it.aclose()
-                await limiter.spend_tokens(who, (usage or {}).get("total_tokens", 0))
-            yield _sse(text_completion_body(rid, model, [choice(0, "", None, finish)], None, info))
-            if req.include_usage() and usage:
-                yield _sse(text_completion_body(rid, model, [], usage, info))
+            yield _sse(text_completion_body(rid, model, [choice(0, "", None, state["finish"])], None, info))
+            if req.include_usage() and state["usage"]:
+                yield _sse(text_completion_body(rid, model, [], state["usage"], info))
             yield "data: [DONE]\n\n"
 
         return StreamingResponse(events(), media_type="text/event-stream", headers={**routing_headers(routed), **limits})
