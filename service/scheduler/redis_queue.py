@@ -29,8 +29,8 @@ import uuid
 from contextlib import suppress
 from dataclasses import asdict, dataclass
 
-from experts_registry.errors import (ContextLengthExceeded, DependencyUnavailable, ExpertUnavailable, RateLimited, ShuttingDown,
-                                     UpstreamError)
+from experts_registry.errors import (ContextLengthExceeded, DependencyUnavailable, ExpertUnavailable, InvalidRequest,
+                                     RateLimited, ShuttingDown, UpstreamError)
 from experts_registry.model import Expert
 
 from ..core.backend import Delta, GenParams
@@ -61,6 +61,7 @@ return false
 """
 FORGET = "if redis.call('HGET', KEYS[1], 'job') == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 ERRORS = {"expert_unavailable": ExpertUnavailable, "context_length_exceeded": ContextLengthExceeded}
+REFUSED = ("invalid_request", "unsupported_parameter")   # the worker refused a field of the request: 400
 POLL_S = 0.5   # longest blocking read: a client that leaves, or a shutdown, is noticed within it
 
 
@@ -187,7 +188,7 @@ class RedisFront:
         if "error" in answer:
             if rid is not None:
                 await r.eval(FORGET, 1, self.keys["request"] + rid, job_id)
-            raise ERRORS.get(answer.get("code"), UpstreamError)(answer["error"], expert=expert)
+            raise _error(answer, expert)
         return answer
 
     async def _wait(self, r, job_id: str, kept: bool, entry=None) -> dict:
@@ -231,15 +232,25 @@ def _shutdown(kept: bool) -> ShuttingDown:
                         f"{HEADER} header, a queued request survives a restart)")
 
 
+def _error(answer: dict, expert: str) -> Exception:
+    """A worker's error answer, raised again here: a field the expert refused stays a 400 naming it."""
+    if answer.get("code") in REFUSED:
+        return InvalidRequest(answer["error"], param=answer.get("param"), code=answer["code"])
+    return ERRORS.get(answer.get("code"), UpstreamError)(answer["error"], expert=expert)
+
+
 def _deltas(answer: dict) -> list[Delta]:
-    return ([Delta(answer["text"])] if answer["text"] else []) + [Delta("", answer["finish_reason"], answer["usage"])]
+    text = [Delta(answer["text"], logprobs=answer.get("logprobs"))] if answer["text"] or answer.get("logprobs") else []
+    return text + [Delta("", answer["finish_reason"], answer["usage"])]
 
 
 def answer_payload(deltas: list, error: BaseException | None) -> str:
     if error is not None:
-        return json.dumps({"error": getattr(error, "message", str(error)), "code": getattr(error, "code", None)})
+        return json.dumps({"error": getattr(error, "message", str(error)), "code": getattr(error, "code", None),
+                           "param": getattr(error, "param", None)})
     last = next((d for d in reversed(deltas) if getattr(d, "finish_reason", None)), None)
-    return json.dumps({"text": "".join(d.text for d in deltas),
+    logprobs = [e for d in deltas for e in (getattr(d, "logprobs", None) or ())]
+    return json.dumps({"text": "".join(d.text for d in deltas), "logprobs": logprobs or None,
                        "finish_reason": last.finish_reason if last else "stop", "usage": last.usage if last else {}})
 
 
