@@ -64,7 +64,7 @@ class Expert:
     def __post_init__(self) -> None:
         object.__setattr__(self, "stop", tuple(self.stop))
         if self.capabilities is not None:
-            if isinstance(self.capabilities, str):
+            if not isinstance(self.capabilities, (list, tuple, set, frozenset)):
                 raise ValidationFailed("capabilities is a list, e.g. [\"tools\", \"json_schema\"]",
                                        param="capabilities")
             caps = {str(c).strip().lower() for c in self.capabilities} - {""}

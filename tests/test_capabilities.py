@@ -217,3 +217,20 @@ def test_a_request_naming_an_expert_without_the_capability_is_a_400(caps_client)
     assert ask(caps_client, model="agent", tools=TOOLS).status_code == 200
     r = ask(caps_client, IMAGE, model="agent")
     assert r.status_code == 400 and r.json()["error"]["param"] == "messages"
+
+
+def test_admin_route_declares_capabilities_and_refuses_bad_ones(fake_gateway, client_for):
+    from experts_registry.keys import new_key
+
+    secret, key = new_key("ops", "admin")
+    fake_gateway.store.put_key(key)
+    client = client_for(fake_gateway, key_cache_seconds=0.0)
+    h = {"Authorization": f"Bearer {secret}"}
+    record = {"name": "seer", "backend": "litellm", "model": "openai/x", "capabilities": ["vision", "tools"]}
+    assert client.post("/admin/experts", json=record, headers=h).json()["capabilities"] == ["tools", "vision"]
+    assert fake_gateway.store.get("seer").supports == {"tools", "vision"}
+    for caps in (["telepathy"], 5):
+        r = client.post("/admin/experts", json={**record, "name": "bad", "capabilities": caps}, headers=h)
+        assert r.status_code == 422 and r.json()["error"]["param"] == "capabilities"
+    r = client.post("/admin/experts", json={**record, "name": "bad", "capabilities": ["tools"]})
+    assert r.status_code in (401, 403)   # registry changes stay admin-only

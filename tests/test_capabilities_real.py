@@ -20,8 +20,8 @@ from .servers import running_gateway
 
 pytestmark = pytest.mark.real
 SMOL = BUNDLED["smollm2"]
-SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}, "population": {"type": "integer"}},
-          "required": ["city", "population"]}
+SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}, "is_capital": {"type": "boolean"}},
+          "required": ["city", "is_capital"]}
 JSON_FORMAT = {"type": "json_schema", "json_schema": {"name": "city", "schema": SCHEMA}}
 ASK = [{"role": "user", "content": "What is the largest city of France? Answer in JSON."}]
 TOOLS = [{"type": "function", "function": {"name": "weather", "description": "today's weather in a city",
