@@ -234,3 +234,23 @@ def test_admin_route_declares_capabilities_and_refuses_bad_ones(fake_gateway, cl
         assert r.status_code == 422 and r.json()["error"]["param"] == "capabilities"
     r = client.post("/admin/experts", json={**record, "name": "bad", "capabilities": ["tools"]})
     assert r.status_code in (401, 403)   # registry changes stay admin-only
+
+
+def test_a_trained_router_that_knows_none_of_the_capable_experts_hands_over_to_declared(caps_client):
+    import numpy as np
+
+    from router.encoder import HashingEncoder
+    from router.outcomes import Outcomes
+    from router.training import train_router
+    from service.pipeline.routing import router_dir
+
+    texts = ("what is the weather", "tell me a joke") * 3   # knn trained on 'plain' alone
+    enc = HashingEncoder(64)
+    outcomes = Outcomes(experts=("plain",), correct=np.ones((len(texts), 1), dtype=np.float32), texts=texts,
+                        embeddings=enc.encode(list(texts)), active_params={"plain": 1.0},
+                        question_ids=tuple(range(len(texts))))
+    train_router("knn", outcomes, router_dir(caps_client.app.state.gateway.settings) / "knn", encoder=enc)
+    assert ask(caps_client, conclave={"router": "knn"}).json()["conclave"]["expert"] == "plain"
+    body = ask(caps_client, tools=TOOLS, conclave={"router": "knn"}).json()
+    assert body["conclave"]["expert"] == "agent" and body["conclave"]["route"]["router"] == "declared"
+    assert "knn router knows none" in body["conclave"]["route"]["reason"]

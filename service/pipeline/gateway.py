@@ -29,7 +29,7 @@ from .adaptive import ask_until_clear, weighted_plan
 from .aggregator_profile import best_aggregator, load_aggregator_profile
 from .keywords import extract_keywords
 from .reliability import Breakers, backoff_delay
-from .routing import RouterHost
+from .routing import DEFAULT_UNTRAINED, RouterHost
 
 VIRTUAL_MODELS = {
     VIRTUAL_AUTO: "routes each request to the best expert with the configured router",
@@ -98,7 +98,7 @@ class Gateway:
         k = opts.k if opts and opts.k else (self.settings.moe_k if req.model == VIRTUAL_MOE else 1)
         k = AUTO if k == "auto" else k
         name = (opts.router if opts else None) or self.routers.default_name()
-        decision = await self.routers.route(name, text, candidates, k, await self._keywords(name, text))
+        decision = await self._route_among(name, text, candidates, k, excluded, await self._keywords(name, text))
         by_name = {e.name: e for e in candidates}
         chosen = decision.experts[0]
         if chosen not in by_name:
@@ -107,6 +107,18 @@ class Gateway:
         self.metrics.routed.labels(decision.router, chosen).inc()
         return Routed(by_name[chosen], decision, with_candidates=bool(opts and opts.return_candidates),
                       pool=by_name, excluded=excluded)
+
+    async def _route_among(self, name: str, text: str, candidates, k, excluded: dict, keywords: dict) -> Decision:
+        """Route among the experts that can serve the request.  When the capability filter left only
+        experts a trained router never saw, it cannot rank them: the untrained 'declared' router does."""
+        try:
+            return await self.routers.route(name, text, candidates, k, keywords)
+        except ConfigError:
+            if not excluded or name == DEFAULT_UNTRAINED:
+                raise
+        decision = await self.routers.route(DEFAULT_UNTRAINED, text, candidates, k)
+        return replace(decision, reason=f"the {name} router knows none of the experts that can serve this "
+                                        f"request; {decision.reason}")
 
     async def _keywords(self, router: str, text: str) -> dict:
         """Symbolic-MoE's LLM keyword extraction, when configured (CONCLAVE_KEYWORD_EXPERT) for skills."""
