@@ -155,3 +155,23 @@ def test_llamacpp_refuses_tools_and_a_foreign_token_id(smol):
     assert isinstance(out[0], InvalidRequest) and out[0].param == "tools"
     out = generate(smol, GenParams(max_tokens=4, logit_bias={"999999": 1}))
     assert isinstance(out[0], InvalidRequest) and out[0].param == "logit_bias"
+
+
+@pytest.mark.real
+def test_llamacpp_json_mode_on_a_completion_expert(tmp_path):
+    import jsonschema
+
+    from service.workers.llamacpp_worker import LlamaCppWorker
+
+    gemma = BUNDLED["gemma-3-270m"]   # a base model with a Question/Answer template
+    worker = LlamaCppWorker(tmp_path, threads=1)
+    worker.load(gemma)
+    schema = {"type": "object", "properties": {"city": {"type": "string"}, "is_capital": {"type": "boolean"}},
+              "required": ["city", "is_capital"]}
+    out = []
+    fmt = {"type": "json_schema", "json_schema": {"name": "c", "schema": schema}}
+    worker.generate(gemma, [Job(gemma.name, [{"role": "user", "content": "Name a city in Japan."}],
+                                GenParams(max_tokens=60, temperature=0, response_format=fmt), out.append)])
+    worker.close()
+    assert out[-1].finish_reason == "stop"
+    jsonschema.validate(json.loads("".join(d.text for d in out)), schema)

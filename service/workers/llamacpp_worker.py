@@ -129,6 +129,8 @@ def _generate(model: Loaded, expert: Expert, job: Job) -> None:
     opts = options(llm, expert, p)   # 400 for a field llama.cpp cannot honour, before any work
     tokens = llm.tokenize(prompt.encode(), add_bos=True, special=True)
     check_context(expert, len(tokens), llm.n_ctx())
+    if opts.grammar is not None:   # JSON mode: the grammar ends the answer; the template's stops ("\n\n") could cut it
+        stop = []
     done = run(llm, tokens, stop + list(p.stop), p, opts, job.emit, job.cancel.is_set)
     if done is not None:
         finish, completion_tokens = done
