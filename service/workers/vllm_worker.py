@@ -185,6 +185,8 @@ def _sampling(expert: Expert, job: Job, room: int, vocab_size: int):
         if getattr(p, name) is not None:
             kwargs[name] = getattr(p, name)
     kwargs.update(sampling_fields(expert, p, vocab_size))   # JSON mode, logprobs, penalties, logit_bias
+    if "structured_outputs" in kwargs:   # JSON mode: the grammar ends the answer, not the template's stops
+        kwargs["stop"] = list(p.stop) or None
     try:
         return SamplingParams(**kwargs)
     except ValueError as exc:   # vLLM's own check of a value (VLLMValidationError names the parameter)
