@@ -14,7 +14,7 @@ def refuse_tools(expert: Expert, params: GenParams, engine: str) -> None:
     if params.tools and params.tool_choice != "none":
         raise InvalidRequest(f"expert {expert.name!r} ({engine}) cannot serve 'tools': the local workers run no "
                              "tool-call parser; send tools to an expert that declares the 'tools' capability "
-                             "('conclave experts list' shows them)", param="tools", code="unsupported_parameter")
+                             "('conclave experts list' shows them)", param="tools")
 
 
 def json_mode(response_format: dict | None) -> tuple[str, dict | None] | None:
