@@ -25,13 +25,13 @@ from ..core.idempotency import Ticket
 from ..core.metrics import Metrics
 from ..core.openai_fields import request_fields
 from ..core.protocol import ChatRequest
-from . import fanout, honoured
+from . import capabilities, fanout, honoured
 from .adaptive import ask_until_clear, weighted_plan
 from .aggregator_profile import best_aggregator, load_aggregator_profile
 from .decisions import DecisionLog
 from .keywords import extract_keywords
 from .reliability import Breakers, backoff_delay
-from .routing import RouterHost
+from .routing import DEFAULT_UNTRAINED, RouterHost
 from .structured import ask_and_vote, structured
 
 VIRTUAL_MODELS = {
@@ -48,11 +48,14 @@ class Routed:
     with_candidates: bool = False
     failed: dict[str, str] = field(default_factory=dict)   # experts that failed before a fallback
     pool: dict[str, Expert] = field(default_factory=dict, repr=False)   # the experts it was routed among
+    excluded: dict[str, str] = field(default_factory=dict)   # experts that cannot serve it, and why
 
     def info(self) -> dict:
         info = {"expert": self.expert.name}
         if self.decision is not None:
             info["route"] = self.decision.to_dict()
+            if self.excluded:
+                info["route"]["excluded"] = self.excluded
         if self.aggregation is not None:
             info["aggregation"] = self.aggregation.info(self.with_candidates)
         if self.failed:
@@ -75,10 +78,12 @@ class Gateway:
         if req.model in VIRTUAL_MODELS:
             return await self.route(req, allowed)
         try:
-            return Routed(self.store.get(req.model), None)
+            expert = self.store.get(req.model)
         except ExpertNotFound:
             raise ModelNotFound(f"the model {req.model!r} does not exist: GET /v1/models lists the experts "
                                 f"and the virtual models {', '.join(VIRTUAL_MODELS)}", param="model") from None
+        capabilities.check_expert(expert, capabilities.needs(req))
+        return Routed(expert, None)
 
     async def route(self, req: ChatRequest, allowed: tuple[str, ...] = (), record: bool = True) -> Routed:
         """Route over the registered experts (only those in ``allowed``, when the key is restricted).
@@ -88,13 +93,17 @@ class Gateway:
         if not text.strip():
             raise InvalidRequest("the prompt is empty: a routed request needs a user message with text",
                                  param="messages")
-        candidates = [e for e in self.store.list() if not allowed or e.name in allowed]
-        if not candidates:
+        pool = [e for e in self.store.list() if not allowed or e.name in allowed]
+        if not pool:
             raise PermissionDenied("none of the experts this API key may use is registered", param="model")
+        wants = capabilities.needs(req)   # only experts that can serve the request are candidates
+        candidates, excluded = capabilities.serviceable(pool, wants)
+        if not candidates:
+            raise capabilities.refuse_none(pool, wants)
         k = opts.k if opts and opts.k else (self.settings.moe_k if req.model == VIRTUAL_MOE else 1)
         k = AUTO if k == "auto" else k
         name = (opts.router if opts else None) or self.routers.default_name()
-        decision = await self.routers.route(name, text, candidates, k, await self._keywords(name, text))
+        decision = await self._route_among(name, text, candidates, k, excluded, await self._keywords(name, text))
         by_name = {e.name: e for e in candidates}
         chosen = decision.experts[0]
         if chosen not in by_name:
@@ -104,7 +113,19 @@ class Gateway:
             self.metrics.routed.labels(decision.router, chosen).inc()
             self.decisions.record(decision, text, req.model, time.time())
         return Routed(by_name[chosen], decision, with_candidates=bool(opts and opts.return_candidates),
-                      pool=by_name)
+                      pool=by_name, excluded=excluded)
+
+    async def _route_among(self, name: str, text: str, candidates, k, excluded: dict, keywords: dict) -> Decision:
+        """Route among the experts that can serve the request.  When the capability filter left only
+        experts a trained router never saw, it cannot rank them: the untrained 'declared' router does."""
+        try:
+            return await self.routers.route(name, text, candidates, k, keywords)
+        except ConfigError:
+            if not excluded or name == DEFAULT_UNTRAINED:
+                raise
+        decision = await self.routers.route(DEFAULT_UNTRAINED, text, candidates, k)
+        return replace(decision, reason=f"the {name} router knows none of the experts that can serve this "
+                                        f"request; {decision.reason}")
 
     async def _keywords(self, router: str, text: str) -> dict:
         """Symbolic-MoE's LLM keyword extraction, when configured (CONCLAVE_KEYWORD_EXPERT) for skills."""

