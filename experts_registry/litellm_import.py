@@ -21,7 +21,7 @@ import re
 from dataclasses import dataclass, field
 
 from .errors import ConclaveError
-from .model import RESERVED_PREFIX, Expert, expert_field_names
+from .model import CAPABILITIES as ALL_CAPABILITIES, DEFAULT_CAPABILITIES, RESERVED_PREFIX, Expert
 from .upstream import check_upstream
 
 ENV_PREFIX = "os.environ/"
@@ -184,7 +184,7 @@ def _key_env(value, where: str) -> str:
 
 
 def _info(info: dict, note) -> dict:
-    out, hints = {}, []
+    out, flags = {}, {}
     window = info.get("max_input_tokens", info.get("max_tokens"))
     if isinstance(window, int) and not isinstance(window, bool) and window >= 64:
         out["context_length"] = window
@@ -205,15 +205,16 @@ def _info(info: dict, note) -> dict:
                                 "another with 'conclave experts add --template ... --replace'")
     for key, value in info.items():
         if key in CAPABILITIES:
-            if value is True:
-                hints.append(CAPABILITIES[key])
+            if isinstance(value, bool):
+                flags[CAPABILITIES[key]] = value
         elif key in ("max_input_tokens", "input_cost_per_token", "mode") or (
                 key == "max_tokens" and "max_input_tokens" not in info):
             continue
         else:
             note(f"model_info.{key}", "not mapped: " + LEFT_OUT.get(key, "Conclave's expert record has no such field"))
-    if hints and "capabilities" in expert_field_names():
-        out["capabilities"] = tuple(hints)
-    elif hints:
-        note("model_info", f"capability hints {', '.join(hints)}: set with --capability after merge")
+    if flags:   # the remote default (tools, json_schema, logprobs), changed where model_info says otherwise
+        caps = {c for c in DEFAULT_CAPABILITIES["litellm"] if flags.get(c, True)} | {c for c, on in flags.items() if on}
+        out["capabilities"] = tuple(c for c in ALL_CAPABILITIES if c in caps)
+        note("model_info", f"capabilities {', '.join(out['capabilities']) or 'none'} (from "
+                           f"{', '.join(k for k in CAPABILITIES if k in info)})")
     return out

@@ -105,8 +105,6 @@ def test_an_image_part_to_a_text_expert_is_refused(client):
     assert err.value.body["param"] == "messages" and "image" in err.value.body["message"]
 
 
-@pytest.mark.xfail(strict=True, reason="needs branch 17fields: the request's response_format and logprobs "
-                                       "reach GenParams and the response carries logprobs; drop this mark on merge")
 def test_openai_client_json_schema_and_logprobs_from_the_bundled_expert(client):
     answer = client.chat.completions.create(model="smollm2", messages=ASK, max_tokens=40, temperature=0,
                                             response_format=JSON_FORMAT)

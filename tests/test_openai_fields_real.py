@@ -46,7 +46,8 @@ def gateway(request, upstream, tmp_path_factory):
     env = {**os.environ, "CONCLAVE_HOME": str(home)}
     for name, model in (("remote", "openai/ok"), ("remote2", "openai/ok2"), ("remote3", "openai/ok3")):
         subprocess.run([sys.executable, "-m", "service.cli", "experts", "add", name, "--backend", "litellm",
-                        "--model", model, "--api-base", upstream + "/v1", "--skill", "weather"],
+                        "--model", model, "--api-base", upstream + "/v1", "--skill", "weather"]
+                       + (["--capability", "tools,json_schema,logprobs,vision"] if name == "remote" else []),
                        check=True, capture_output=True, env=env)
     subprocess.run([sys.executable, "-m", "service.cli", "experts", "add", "deaf", "--backend", "litellm",
                     "--model", "openai/deaf", "--api-base", upstream + "/v1", "--skill", "deaf"], check=True,
