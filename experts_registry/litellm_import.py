@@ -212,7 +212,7 @@ def _info(info: dict, note) -> dict:
             continue
         else:
             note(f"model_info.{key}", "not mapped: " + LEFT_OUT.get(key, "Conclave's expert record has no such field"))
-    if flags:   # the remote default (tools, json_schema, logprobs), changed where model_info says otherwise
+    if flags:   # the remote default (tools, json_schema, logprobs, reasoning), changed where model_info says otherwise
         caps = {c for c in DEFAULT_CAPABILITIES["litellm"] if flags.get(c, True)} | {c for c, on in flags.items() if on}
         out["capabilities"] = tuple(c for c in ALL_CAPABILITIES if c in caps)
         note("model_info", f"capabilities {', '.join(out['capabilities']) or 'none'} (from "

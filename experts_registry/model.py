@@ -19,16 +19,18 @@ DEFAULT_TEMPLATE = "Q: {prompt}\nA:"
 #   json_schema  JSON mode (`response_format` json_object / json_schema)
 #   vision       image inputs (`image_url` content parts)
 #   logprobs     per-token log probabilities (`logprobs`, `top_logprobs`)
-CAPABILITIES = ("tools", "json_schema", "vision", "logprobs")
+#   reasoning    a reasoning mode the request can set (`reasoning_effort`)
+CAPABILITIES = ("tools", "json_schema", "vision", "logprobs", "reasoning")
 # Undeclared (capabilities=None), an expert gets its backend's default.  Local workers constrain
 # generation with a JSON grammar and read logprobs from the model; they run no tool-call parser and
 # render text only.  Remote endpoints (OpenAI-compatible servers) take tools, response_format and
-# logprobs as the OpenAI API does, so the fields pass through and an upstream that cannot serve one
-# answers with its own 400; vision is declared, never assumed (most text models reject images).
+# logprobs (and reasoning_effort) as the OpenAI API does, so the fields pass through and an upstream that
+# cannot serve one answers with its own 400; vision is declared, never assumed (most text models reject
+# images).  The bundled local models have no reasoning mode.
 DEFAULT_CAPABILITIES = {"llamacpp": ("json_schema", "logprobs"), "vllm": ("json_schema", "logprobs"),
-                        "litellm": ("tools", "json_schema", "logprobs")}
+                        "litellm": ("tools", "json_schema", "logprobs", "reasoning")}
 LOCAL_BACKENDS = ("llamacpp", "vllm")
-LOCAL_CANNOT = ("tools", "vision")   # no tool-call parser, text-only prompts in the local workers
+LOCAL_CANNOT = ("tools", "vision", "reasoning")   # no tool-call parser, text-only prompts, no reasoning mode
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ def local(name: str, **kw) -> Expert:
 def test_defaults_by_backend_and_an_explicit_declaration():
     assert local("a").supports == {"json_schema", "logprobs"}
     assert Expert(name="v", backend="vllm", model="m").supports == {"json_schema", "logprobs"}
-    assert remote("r").supports == {"tools", "json_schema", "logprobs"}
+    assert remote("r").supports == {"tools", "json_schema", "logprobs", "reasoning"}
     declared = remote("r", capabilities=["Vision", "tools"])
     assert declared.capabilities == ("tools", "vision") and declared.supports == {"tools", "vision"}
     assert remote("none", capabilities=[]).supports == frozenset()
@@ -49,6 +49,7 @@ def test_defaults_by_backend_and_an_explicit_declaration():
     ("litellm", ["audio"], "unknown capability 'audio'"),
     ("llamacpp", ["tools"], "cannot serve 'tools'"),
     ("vllm", ["vision"], "cannot serve 'vision'"),
+    ("llamacpp", ["reasoning"], "cannot serve 'reasoning'"),
     ("litellm", "tools", "capabilities is a list"),
 ])
 def test_bad_capabilities_are_refused_naming_the_field(backend, caps, message):
@@ -64,7 +65,7 @@ def test_capabilities_round_trip_in_both_stores_and_old_records_still_load(store
     assert store.get("undeclared").capabilities is None
     assert store.get("undeclared").supports == {"json_schema", "logprobs"}
     old = {"name": "old", "backend": "litellm", "model": "m"}   # a record written before capabilities
-    assert Expert.from_json(json.dumps(old)).supports == {"tools", "json_schema", "logprobs"}
+    assert Expert.from_json(json.dumps(old)).supports == {"tools", "json_schema", "logprobs", "reasoning"}
 
 
 def test_redis_store_keeps_an_empty_declaration(redis_prefix, tmp_path):
@@ -126,6 +127,7 @@ def test_help_says_what_each_capability_means():
     ({"logprobs": True, "top_logprobs": 2}, "hello", {"logprobs"}),
     ({"logprobs": False}, "hello", set()),
     ({}, IMAGE, {"vision"}),
+    ({"reasoning_effort": "low"}, "hello", {"reasoning"}),
 ])
 def test_needs_reads_the_openai_fields(fields, content, expected):
     assert needs(request(content, **fields)).capabilities == expected
@@ -147,6 +149,9 @@ def test_an_expert_named_directly_is_refused_naming_the_field():
     with pytest.raises(InvalidRequest) as err:
         check_expert(local("smol"), needs(request(IMAGE)))
     assert err.value.param == "messages" and "image" in err.value.message
+    with pytest.raises(InvalidRequest) as err:   # the bundled models have no reasoning mode: never ignored
+        check_expert(local("smol"), needs(request(reasoning_effort="high")))
+    assert err.value.param == "reasoning_effort" and "reasoning" in err.value.message
     check_expert(local("smol"), needs(request(logprobs=True, response_format={"type": "json_object"})))
 
 

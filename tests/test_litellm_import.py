@@ -68,18 +68,18 @@ def test_the_documented_shape_maps_to_three_experts_with_a_line_per_key_left_out
     assert alpha.context_length == 8192 and alpha.price_per_mtok == pytest.approx(0.1)
     assert (beta.name, beta.api_key_env) == ("beta-chat", None)
     assert gamma.api_base == "http://127.0.0.1:9/v1" and gamma.context_length == 4096
-    assert (alpha.capabilities, beta.capabilities) == (("tools", "json_schema", "logprobs"), None)
+    assert (alpha.capabilities, beta.capabilities) == (("tools", "json_schema", "logprobs", "reasoning"), None)
     assert "vision" in gamma.capabilities
     lines = [n.line() for n in plan.notes]
     for expected in ("model_list[0] (alpha): litellm_params.rpm: not mapped: Conclave limits requests per API key",
                      "model_list[0] (alpha): model_info.output_cost_per_token: not mapped",
-                     "model_list[0] (alpha): model_info: capabilities tools, json_schema, logprobs (from supports_function_calling)",
+                     "model_list[0] (alpha): model_info: capabilities tools, json_schema, logprobs, reasoning (from supports_function_calling)",
                      "model_list[1] (Beta/Chat): model_name: the expert is named 'beta-chat'",
                      "model_list[1] (Beta/Chat): litellm_params.tpm: not mapped",
                      "model_list[1] (Beta/Chat): litellm_params.temperature: not mapped",
                      "model_list[2] (gamma): litellm_params.timeout: not mapped: one timeout for every expert",
                      "model_list[2] (gamma): model_info.max_tokens: context_length is 4096",
-                     "model_list[2] (gamma): model_info: capabilities tools, json_schema, vision, logprobs (from supports_vision)",
+                     "model_list[2] (gamma): model_info: capabilities tools, json_schema, vision, logprobs, reasoning (from supports_vision)",
                      "lite.yaml: litellm_settings: not imported", "lite.yaml: general_settings: not imported"):
         assert any(line.startswith(expected) for line in lines), (expected, lines)
     assert len(lines) == 11 and "sk-1234" not in "\n".join(lines)

@@ -47,7 +47,7 @@ def gateway(request, upstream, tmp_path_factory):
     for name, model in (("remote", "openai/ok"), ("remote2", "openai/ok2"), ("remote3", "openai/ok3")):
         subprocess.run([sys.executable, "-m", "service.cli", "experts", "add", name, "--backend", "litellm",
                         "--model", model, "--api-base", upstream + "/v1", "--skill", "weather"]
-                       + (["--capability", "tools,json_schema,logprobs,vision"] if name == "remote" else []),
+                       + (["--capability", "tools,json_schema,logprobs,vision,reasoning"] if name == "remote" else []),
                        check=True, capture_output=True, env=env)
     subprocess.run([sys.executable, "-m", "service.cli", "experts", "add", "deaf", "--backend", "litellm",
                     "--model", "openai/deaf", "--api-base", upstream + "/v1", "--skill", "deaf"], check=True,
@@ -275,6 +275,8 @@ def test_an_expert_that_ignores_a_field_is_an_error_not_a_silent_change(gateway,
     ({"logprobs": True, "top_logprobs": 2}, "logprobs"),
     ({"response_format": {"type": "json_object"}}, "response_format"),
     ({"tools": [WEATHER], "tool_choice": "required"}, "tools"),
+    ({"tools": [WEATHER]}, "tools"),
+    ({"reasoning_effort": "low"}, "reasoning_effort"),
 ])
 def test_a_local_expert_honours_a_field_or_refuses_it_naming_it(local, kwargs, param):
     """Acceptance: against a local expert the same requests either work or give a 400 naming the field."""

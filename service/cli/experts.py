@@ -47,9 +47,9 @@ def experts():
 @click.option("--description", default="")
 @click.option("--capability", "--capabilities", "capabilities", multiple=True, metavar="CAP[,CAP]",
               help="What the expert serves beyond text (repeatable, or comma-separated): tools (function "
-                   "calling), json_schema (JSON mode: response_format), vision (image_url parts), logprobs; "
-                   "'none' for none of them. Not given: its backend's default (llamacpp and vllm: "
-                   "json_schema,logprobs; litellm: tools,json_schema,logprobs). conclave-auto routes a "
+                   "calling), json_schema (JSON mode: response_format), vision (image_url parts), logprobs, "
+                   "reasoning (reasoning_effort); 'none' for none of them. Not given: its backend's default "
+                   "(llamacpp and vllm: json_schema,logprobs; litellm: tools,json_schema,logprobs,reasoning). conclave-auto routes a "
                    "request only to experts that serve what it asks for.")
 @click.option("--from-json", "from_json", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Read the whole record from a JSON file instead (see 'experts show --json').")

@@ -15,7 +15,7 @@ from experts_registry.model import Expert
 from ..core.backend import GenParams, collect
 from ..pipeline.gateway import Gateway
 
-CAPABILITY_FIELDS = ("tools", "json_schema", "vision", "logprobs")
+CAPABILITY_FIELDS = ("tools", "json_schema", "vision", "logprobs", "reasoning")
 PING_MESSAGES = [{"role": "user", "content": "Reply with one word: ready?"}]
 PING_TOKENS = 8
 

@@ -1,7 +1,7 @@
 """The capability gate: what a chat request needs from an expert, and which experts can serve it.
 
 Pure functions, no I/O.  ``needs(req)`` reads the request's OpenAI fields (``tools``,
-``response_format``, ``logprobs``, ``image_url`` parts) and estimates the prompt's length;
+``response_format``, ``logprobs``, ``reasoning_effort``, ``image_url`` parts) and estimates the prompt's length;
 ``missing(expert, needs)`` says what an expert lacks (its capabilities: ``Expert.supports``).
 A request naming an expert that lacks one is refused (400 naming the field); ``conclave-auto``
 routes only among the experts that lack nothing (``serviceable``), and refuses when none is left.
@@ -18,10 +18,11 @@ from experts_registry.model import Expert
 CONTEXT = "context"   # not a capability: the expert's context_length against the estimated prompt
 BYTES_PER_TOKEN = 4   # English text runs ~4 bytes a token; the expert's own exact count still decides
 PARAM = {"tools": "tools", "json_schema": "response_format", "vision": "messages",
-         "logprobs": "logprobs", CONTEXT: "messages"}
+         "logprobs": "logprobs", "reasoning": "reasoning_effort", CONTEXT: "messages"}
 WHAT = {"tools": "tools (function calling)", "json_schema": "JSON mode (response_format)",
-        "vision": "image inputs (image_url parts)", "logprobs": "logprobs", CONTEXT: "a longer context"}
-ORDER = ("tools", "json_schema", "vision", "logprobs", CONTEXT)
+        "vision": "image inputs (image_url parts)", "logprobs": "logprobs",
+        "reasoning": "a reasoning mode (reasoning_effort)", CONTEXT: "a longer context"}
+ORDER = ("tools", "json_schema", "vision", "logprobs", "reasoning", CONTEXT)
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,8 @@ def needs(req: Any) -> Needs:
         caps.add("json_schema")
     if _get(req, "logprobs") is True:
         caps.add("logprobs")
+    if _get(req, "reasoning_effort") is not None:
+        caps.add("reasoning")
     messages = _get(req, "messages") or []
     if any(_get(p, "type") == "image_url" for m in messages for p in _parts(m)):
         caps.add("vision")
