@@ -9,6 +9,7 @@ import json
 import pytest
 
 from experts_registry.keys import new_key
+from experts_registry.model import CAPABILITIES
 
 ACT = {"x-conclave-ui": "1"}
 READS = ("/ui", "/ui/experts", "/ui/routing", "/ui/workers", "/ui/static/app.js", "/ui/api/overview",
@@ -107,7 +108,8 @@ def test_experts_show_registry_health_and_the_last_error(open_client, fake_gatew
         assert ping["ok"] is False and "scripted failure" in ping["error"] and ping["status"] == 502
     rows = {e["name"]: e for e in open_client.get("/ui/api/experts").json()}
     assert rows["mathy"]["skills"] == ["math", "algebra"] and rows["mathy"]["breaker"]["state"] == "closed"
-    assert rows["mathy"]["capabilities"] is None or isinstance(rows["mathy"]["capabilities"], list)
+    assert rows["mathy"]["capabilities"] == [c for c in CAPABILITIES if c in fake_gateway.store.get("mathy").supports]
+    assert rows["mathy"]["capabilities_default"] is (fake_gateway.store.get("mathy").capabilities is None)
     broken = rows["fail"]["breaker"]
     assert broken["state"] == "open" and broken["retry_in_s"] > 0 and "scripted failure" in broken["last_error"]
     ok = open_client.post("/ui/api/experts/echo/ping", headers=ACT).json()
@@ -173,13 +175,11 @@ def test_every_file_the_page_names_ships_in_the_package():
     assert "ui_static/*" in data["service.http"]
 
 
-def test_capabilities_are_read_whichever_way_the_record_declares_them():
-    from types import SimpleNamespace
-
+def test_capabilities_are_the_declared_ones_or_the_backend_default():
+    from experts_registry.model import Expert
     from service.http.ui_views import capabilities
 
-    assert capabilities(SimpleNamespace(name="x")) is None                       # no such field: not shown
-    assert capabilities(SimpleNamespace(capabilities=("vision", "tools"))) == ["tools", "vision"]
-    assert capabilities(SimpleNamespace(capabilities={"tools": True, "vision": False})) == ["tools"]
-    assert capabilities(SimpleNamespace(tools=True, vision=False, logprobs=True)) == ["tools", "logprobs"]
-    assert capabilities(SimpleNamespace(supports_json_schema=True)) == ["json_schema"]
+    assert capabilities(Expert(name="r", backend="litellm", model="m", capabilities=["vision", "tools"])) == \
+        ["tools", "vision"]
+    assert capabilities(Expert(name="l", backend="llamacpp", model="bundled:smollm2")) == ["json_schema", "logprobs"]
+    assert capabilities(Expert(name="n", backend="litellm", model="m", capabilities=[])) == []

@@ -1,7 +1,7 @@
 """What the dashboard's views show, as JSON: the experts with their health, the workers and their loads.
 
-Fields that other parts of the gateway may or may not have yet (an expert's declared capabilities or
-active parameters, a worker's per-expert tier) are read with ``getattr``/``get`` and left out when absent.
+Fields not every record or worker has (an expert's active parameters, a worker's per-expert tier) are
+read with ``getattr``/``get`` and left out when absent.
 """
 
 from __future__ import annotations
@@ -10,32 +10,24 @@ import time
 from collections import deque
 from typing import Any
 
-from experts_registry.model import Expert
+from experts_registry.model import CAPABILITIES, Expert
 
 from ..core.backend import GenParams, collect
 from ..pipeline.gateway import Gateway
 
-CAPABILITY_FIELDS = ("tools", "json_schema", "vision", "logprobs", "reasoning")
 PING_MESSAGES = [{"role": "user", "content": "Reply with one word: ready?"}]
 PING_TOKENS = 8
 
 
-def capabilities(expert: Expert) -> list[str] | None:
-    """The expert's declared capabilities, or None when the record has no such field."""
-    declared = getattr(expert, "capabilities", None)
-    if isinstance(declared, dict):
-        return sorted(k for k, v in declared.items() if v)
-    if declared is not None:
-        return sorted(str(c) for c in declared)
-    if not any(hasattr(expert, f) or hasattr(expert, "supports_" + f) for f in CAPABILITY_FIELDS):
-        return None
-    return [f for f in CAPABILITY_FIELDS
-            if getattr(expert, f, None) is True or getattr(expert, "supports_" + f, None) is True]
+def capabilities(expert: Expert) -> list[str]:
+    """What the expert serves (declared, else its backend's default), in the registry's order."""
+    return [c for c in CAPABILITIES if c in expert.supports]
 
 
 def expert_row(gw: Gateway, e: Expert, now: float) -> dict[str, Any]:
     return {"name": e.name, "backend": e.backend, "served_by": gw.backends.kind_for(e), "model": e.model,
             "prompt_style": e.prompt_style, "skills": list(e.skills), "capabilities": capabilities(e),
+            "capabilities_default": e.capabilities is None,
             "params_b": e.params_b, "active_params_b": getattr(e, "active_params_b", None),
             "price_per_mtok": e.price_per_mtok, "context_length": e.context_length, "memory_mb": e.memory_mb,
             "description": e.description, "breaker": gw.breakers.state(e.name, now)}

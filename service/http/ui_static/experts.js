@@ -9,16 +9,15 @@ UI.views.experts = function (root) {
   async function refresh() {
     const [experts, o] = await Promise.all([api("/ui/api/experts"), api("/ui/api/overview?window=300")]);
     const stats = Object.fromEntries(o.experts.map((e) => [e.expert, e]));
-    const caps = experts.some((e) => e.capabilities !== null && e.capabilities !== undefined);
-    const headers = ["Expert", "Backend / model", "Skills", caps ? "Capabilities" : null, "Size & cost",
-      "Health", "Last 5 min", "Ping"].filter((x) => x !== null);
-    clear(body).append(table(headers, experts.map((e) => row(e, stats[e.name], caps, pings, refresh)),
+    const headers = ["Expert", "Backend / model", "Skills", "Capabilities", "Size & cost", "Health", "Last 5 min",
+      "Ping"];
+    clear(body).append(table(headers, experts.map((e) => row(e, stats[e.name], pings, refresh)),
       {cls: "experts", empty: "no experts registered: conclave experts add …"}));
   }
   every(5000, refresh);
 };
 
-function row(e, st, caps, pings, refresh) {
+function row(e, st, pings, refresh) {
   const b = e.breaker;
   const state = h("span", {class: `badge ${b.state === "closed" ? "ok" : "bad"}`}, b.state === "closed" ? "healthy" : `breaker ${b.state}`);
   const health = h("td", {}, state, b.failures ? h("div", {class: "sub"}, `${b.failures} failure(s) in a row`) : null,
@@ -43,7 +42,8 @@ function row(e, st, caps, pings, refresh) {
     h("td", {}, h("div", {}, e.backend + (e.served_by !== e.backend ? ` (via ${e.served_by})` : "")),
       h("div", {class: "sub mono"}, e.model), h("div", {class: "sub"}, `${e.prompt_style} prompts`)),
     h("td", {}, e.skills.length ? e.skills.map((x) => h("span", {class: "tag"}, x)) : "–"),
-    caps ? h("td", {}, e.capabilities && e.capabilities.length ? e.capabilities.map((x) => h("span", {class: "tag cap"}, x)) : "–") : null,
+    h("td", {}, e.capabilities.length ? e.capabilities.map((x) => h("span", {class: "tag cap"}, x)) : "none",
+      e.capabilities_default ? h("div", {class: "sub"}, "backend default") : null),
     h("td", {}, size.map((x) => h("div", {}, x))),
     health,
     h("td", {}, st ? [h("div", {}, `${fmt.int(st.calls)} calls, ${fmt.int(st.failed)} failed`),
