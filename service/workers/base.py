@@ -74,7 +74,13 @@ class Worker:
         self.name = name
         self.hosted: dict[str, Expert] = {}
 
+    serves: tuple[str, ...] | None = None   # the expert backends this worker runs (None: any; the scripted one)
+
     def can_host(self, expert: Expert) -> None:
+        if self.serves is not None and expert.backend not in self.serves:
+            raise ExpertUnavailable(f"expert {expert.name!r} is a {expert.backend} expert; worker {self.name!r} "
+                                    f"runs {', '.join(self.serves)}: start a `conclave worker --kind "
+                                    f"{expert.backend}`", expert=expert.name)
         if self.memory_mb is not None and (expert.memory_mb or 0) > self.memory_mb:
             raise ExpertUnavailable(
                 f"expert {expert.name!r} needs {expert.memory_mb} MB but worker {self.name!r} has a budget of "

@@ -75,6 +75,8 @@ class Engine:
 
 
 class VllmWorker(Worker):
+    serves = ("vllm",)
+
     def __init__(self, home: Path, max_models: int = 1, memory_mb: int | None = None, dtype: str | None = None,
                  name: str = "vllm-0", *, host_memory_mb: float | None = None, max_sleeping: int = 4,
                  platform: Platform | None = None, start=None, sampling=None):
