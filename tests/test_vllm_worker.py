@@ -9,7 +9,10 @@ safetensors conversion (~90 s per model) lands in a per-run data dir, or in
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -123,3 +126,68 @@ def test_vllm_worker_streams_a_batch_from_one_engine_unloads_and_switches(vllm_h
     assert all(out[-1].usage["completion_tokens"] > 0 for out in outs)
     w.close()
     assert w.loaded() == []
+
+
+# -- `conclave worker --kind vllm` behind a gateway, through Redis ---------------------------------------
+def _cli(home, *args, **env) -> str:
+    from .servers import CONCLAVE
+
+    done = subprocess.run([CONCLAVE, *args], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "CONCLAVE_HOME": str(home), **env})
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def _ask(base: str, model: str, text: str, **kw):
+    from openai import OpenAI
+
+    client = OpenAI(base_url=base + "/v1", api_key="none", timeout=600, max_retries=0)
+    return client.chat.completions.create(model=model, messages=[{"role": "user", "content": text}],
+                                          max_tokens=8, temperature=0.0, **kw)
+
+
+@needs_vllm
+@pytest.mark.timeout(900)
+def test_a_vllm_worker_process_serves_two_experts_through_redis_switching_once(vllm_home, redis_prefix, tmp_path):
+    """Two experts (the two bundled models, registered as vllm experts), one model per worker: the
+    smollm2 expert's requests, then gemma's: one unload and one load, in `conclave workers`."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .conftest import REDIS_URL
+    from .servers import CONCLAVE, running_gateway
+
+    queue = {"CONCLAVE_REDIS_URL": REDIS_URL, "CONCLAVE_REDIS_PREFIX": redis_prefix}
+    gw_home = tmp_path / "gw"
+    _cli(gw_home, "experts", "add", "smol-vllm", "--backend", "vllm", "--model", "bundled:smollm2", "--no-convert")
+    _cli(gw_home, "experts", "add", "gemma-vllm", "--backend", "vllm", "--model", "bundled:gemma-3-270m",
+         "--prompt-style", "completion", "--no-convert")
+    log = tmp_path / "worker.log"
+    with open(log, "w") as out:
+        worker = subprocess.Popen([CONCLAVE, "worker", "--kind", "vllm", "--name", "V", "--reclaim-ms", "5000"],
+                                  stdout=out, stderr=subprocess.STDOUT,
+                                  env={**os.environ, **queue, "CONCLAVE_HOME": str(vllm_home),
+                                       "CONCLAVE_MAX_LOADED_MODELS": "1", "CONCLAVE_SCHED_MAX_WAIT": "20"})
+    try:
+        with running_gateway(gw_home, tmp_path / "gw.log", CONCLAVE_SCHED_QUEUE="redis",
+                             CONCLAVE_EXPERT_TIMEOUT="600", **queue) as base:
+            with ThreadPoolExecutor(2) as pool:
+                smol = list(pool.map(lambda q: _ask(base, "smol-vllm", q), ["Say hi.", "Name a colour."]))
+            gemma = _ask(base, "gemma-vllm", "What is the capital of France?")
+            time.sleep(1.5)                                   # one heartbeat publishes the stats and tiers
+            report = json.loads(_cli(gw_home, "workers", "--json", **queue))
+            table = _cli(gw_home, "workers", **queue)
+    finally:
+        worker.terminate()
+        code = worker.wait(60)
+    for answer in smol + [gemma]:
+        assert answer.choices[0].message.content.strip() and answer.usage.completion_tokens > 0
+    assert {a.model for a in smol} == {"smol-vllm"} and gemma.model == "gemma-vllm"
+    (w,) = report["workers"]
+    print("\n" + table)
+    assert (w["kind"], w["loads"], w["unloads"], w["holds"]) == \
+        ("vllm", {"smol-vllm": 1, "gemma-vllm": 1}, {"smol-vllm": 1}, ["gemma-vllm"])
+    assert w["jobs"] == 3 and code == 0, log.read_text()[-3000:]
+    tiers = w["tiers"]
+    assert (tiers["smol-vllm"]["tier"], tiers["gemma-vllm"]["tier"]) == ("page_cache", "gpu")
+    assert tiers["gemma-vllm"]["measured"] == ["disk"] and tiers["smol-vllm"]["switch_s"] > 0
+    assert "tier page_cache" in table and "smol-vllm:1" in table
