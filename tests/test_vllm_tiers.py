@@ -94,7 +94,8 @@ def test_priors_are_the_published_figures_scaled_by_size_and_measurements_replac
     assert prior_s("sleep1", 1.2 * 1024) == 0.26 and prior_s("sleep2", 1.2 * 1024) == 0.85
     assert prior_s("sleep1", 8.4 * 1024) == 0.82 and prior_s("page_cache", 8.4 * 1024) == 58.1
     assert prior_s("disk", 16 * 1024) - prior_s("page_cache", 16 * 1024) == pytest.approx(11.0 - 2.8, abs=0.01)
-    assert prior_s("gpu", 1e5) == 0 and prior_s("sleep1", 100) == 0.26              # floor at the small model
+    assert prior_s("gpu", 1e5) == 0 and prior_s("sleep1", 100) == 0.26              # held at the published ends
+    assert prior_s("sleep1", 16 * 1024) == 0.82 and prior_s("sleep2", 4.8 * 1024) == pytest.approx(1.715, abs=0.01)
     assert prior_s("page_cache", 500, on_gpu=False) == 35.0
     book = TierBook(on_gpu=True)
     book.set("a", "sleep1", weights_mb=16 * 1024)
