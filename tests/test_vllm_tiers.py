@@ -295,6 +295,17 @@ def test_on_a_gpu_a_switch_sleeps_level_one_then_two_and_a_load_wakes_it(tmp_pat
     assert all(s.events[-1] == ("shutdown",) for s in started)
 
 
+def test_a_gpu_worker_refuses_an_expert_its_budget_cannot_hold_before_loading_it(tmp_path):
+    w, started = scripted_worker(tmp_path, H100, memory_mb=150000)          # a budget bigger than its GPU
+    with pytest.raises(ExpertUnavailable, match="needs 80000 MB on each of 1 GPU.*raise tensor_parallel_size"):
+        w.make_room(vexpert("big", str(model_folder(tmp_path, "big")), memory_mb=80000), [])
+    with pytest.raises(ExpertUnavailable, match="tensor_parallel_size=2 GPUs"):
+        w.can_host(vexpert("tp", tensor_parallel_size=2))
+    with pytest.raises(ExpertUnavailable, match="is a llamacpp expert; worker 'vllm-0' runs vllm"):
+        w.can_host(Expert(name="l", backend="llamacpp", model="bundled:smollm2"))
+    assert started == []
+
+
 def test_prefetch_reads_a_cold_expert_into_the_page_cache_and_deepens_a_level_two_sleeper(tmp_path):
     a, b, c = (vexpert(n, str(model_folder(tmp_path, n, mb=2)), memory_mb=1000) for n in ("a", "b", "c"))
     w, started = scripted_worker(tmp_path, H100, memory_mb=4000, host_memory_mb=3.0)

