@@ -158,9 +158,10 @@ def test_a_vllm_worker_process_serves_two_experts_through_redis_switching_once(v
 
     queue = {"CONCLAVE_REDIS_URL": REDIS_URL, "CONCLAVE_REDIS_PREFIX": redis_prefix}
     gw_home = tmp_path / "gw"
-    _cli(gw_home, "experts", "add", "smol-vllm", "--backend", "vllm", "--model", "bundled:smollm2", "--no-convert")
+    _cli(gw_home, "experts", "add", "smol-vllm", "--backend", "vllm", "--model", "bundled:smollm2", "--no-convert",
+         **queue)                                             # the gateway's store: Redis, as the gateway's
     _cli(gw_home, "experts", "add", "gemma-vllm", "--backend", "vllm", "--model", "bundled:gemma-3-270m",
-         "--prompt-style", "completion", "--no-convert")
+         "--prompt-style", "completion", "--no-convert", **queue)
     log = tmp_path / "worker.log"
     with open(log, "w") as out:
         worker = subprocess.Popen([CONCLAVE, "worker", "--kind", "vllm", "--name", "V", "--reclaim-ms", "5000"],
