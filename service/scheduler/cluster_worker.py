@@ -5,8 +5,8 @@ intake stream to per-expert streams, reads the cluster view, asks ``AffinityPoli
 claims an expert atomically before loading it, and reads jobs only from the streams of experts it
 serves.  ``SharedWorkerLoop`` (``=shared``) is the first version (every worker reads the one shared
 stream into its own ``BatchPolicy``), registered in the table too so ``conclave workers`` and the
-benchmark see both the same way.  Both publish answers with the exactly-once script of
-``redis_worker`` and reclaim a dead worker's jobs after ``reclaim_ms``.
+benchmark see both the same way.  Both stream tokens and publish answers as ``redis_worker`` does
+(token streams, exactly-once script) and reclaim a dead worker's jobs after ``reclaim_ms``.
 """
 
 from __future__ import annotations
@@ -172,7 +172,7 @@ class AffinityWorkerLoop(_Registered, RedisWorkerLoop):
         entries = self._take(choice.expert) if expert is not None else []
         if not entries:
             return False
-        key, jobs, outs = queue_key(self.prefix, choice.expert), [], {}
+        key, jobs = queue_key(self.prefix, choice.expert), []
         for entry_id, fields in entries:
             f = {k.decode(): v.decode() for k, v in fields.items()}
             seq = next(self._seq)
@@ -180,31 +180,23 @@ class AffinityWorkerLoop(_Registered, RedisWorkerLoop):
                 self.held[seq] = (entry_id, f, expert, json.loads(f["messages"]), params_from(f["params"]))
                 self.streams[seq] = key
             self.stats.waited(choice.expert, max(0.0, now - int(f.get("at", 0)) / 1000))
-            out: list = []
-            outs[seq] = out
-            job = Job(expert.name, self.held[seq][3], self.held[seq][4], out.append, id=seq)
-            if self.r.exists(self.keys["cancel"] + f["id"]) or self.r.exists(self.keys["done"] + f["id"]):
-                job.cancel.set()
-            jobs.append(job)
+            jobs.append(self._job(seq))
         before = self.worker.loaded()
         order = list(choice.evict) + [e for e in before if e not in choice.evict]
-        serve_batch(self.worker, expert, [j for j in jobs if not j.cancel.is_set()], order, self.stats)
-        after = self.worker.loaded()
-        self.placement.sync(after, [e for e in before if e not in after])
-        for job in jobs:
-            self._finish(job, outs[job.id])
+        try:
+            serve_batch(self.worker, expert, [j for j in jobs if not j.cancel.is_set()], order, self.stats)
+            after = self.worker.loaded()
+            self.placement.sync(after, [e for e in before if e not in after])
+            for job in jobs:
+                self._finish(job, key)
+        finally:
+            self._drop_runs(jobs)
         return True
 
-    def _finish(self, job: Job, out: list) -> None:
-        entry_id, fields = self.held[job.id][:2]
-        key = self.streams[job.id]
-        if not job.cancel.is_set():
-            self._answer(fields, out)
-        self.r.xack(key, GROUP, entry_id)
-        self.r.xdel(key, entry_id)
+    def _finish(self, job: Job, stream_key: str | None = None) -> None:
+        super()._finish(job, stream_key)
         with self._lock:
-            del self.held[job.id]
-            del self.streams[job.id]
+            self.streams.pop(job.id, None)
 
     def _heartbeat(self) -> None:
         """Keep the jobs this worker holds from looking abandoned (XCLAIM resets their idle time)."""

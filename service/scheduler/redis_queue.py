@@ -6,13 +6,21 @@
     {prefix}sched:cancel:{id}    set by the gateway when its client left; workers skip the job
     {prefix}sched:request:{rid}  a request sent with an Idempotency-Key: body digest, job id, expert, route
     {prefix}sched:answer:{id}    the answer of such a request's job, kept for CONCLAVE_SCHED_ANSWER_TTL
+    {prefix}sched:tokens:{id}    a streamed job's deltas as they are generated, then its end (``token_stream``)
+    {prefix}sched:attempt:{id}   the attempt generating a streamed job now (a lease the worker renews)
 
 A worker reads jobs with XREADGROUP into its own BatchPolicy (so it still groups by expert),
 keeps the jobs it holds fresh with a heartbeat (XCLAIM of its own pending entries), and takes
 over the jobs of a worker that stopped heart-beating with XAUTOCLAIM.  An answer is published
 by a Lua script that sets the done key and pushes the reply only if the done key was unset, so
-a job re-run after a crash never answers twice.  The answer travels whole (no token streaming
-through Redis yet).
+a job re-run after a crash never answers twice.
+
+A job sent with ``stream: true`` streams: the worker appends its deltas to ``tokens:{id}`` as they
+are generated (``token_publish``), the script appends the winning attempt's end there too, and the
+gateway forwards them as they arrive, following one attempt (``token_stream``): a second run's tokens
+are never spliced after the first run's, and a worker that dies mid-answer gives the client an in-band
+error (the job of a request without a key is withdrawn; a keyed one runs again for the retry).  A
+request that does not stream waits for the whole answer on ``reply:{id}``.
 
 A keyed request (``service.core.idempotency``) is recorded and enqueued by one script, its answer is
 also kept under ``answer:{id}``, and its job is never withdrawn: when the gateway shuts down
@@ -33,15 +41,21 @@ from experts_registry.errors import (ContextLengthExceeded, DependencyUnavailabl
                                      UpstreamError)
 from experts_registry.model import Expert
 
-from ..core.backend import Delta, GenParams
+from ..core.backend import Delta, GenParams, merge_tool_calls
 from ..core.idempotency import HEADER, Ticket, check_same_body
+from ..core.redis_retry import is_redis_down, unavailable
 from .placement import ADMIT, base_of, moved_key
+from .token_stream import Follower
 
 GROUP = "workers"
+# KEYS: done, reply, [answer, request]; ARGV: worker, answer, ttl, job id, [token stream, attempt, deltas sent]
 PUBLISH = """
 local ttl = tonumber(ARGV[3]) or 3600
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ttl) then
   redis.call('RPUSH', KEYS[2], ARGV[2]); redis.call('EXPIRE', KEYS[2], 600)
+  if ARGV[5] and ARGV[5] ~= '' then
+    redis.call('XADD', ARGV[5], '*', 'a', ARGV[6], 'n', ARGV[7], 'e', ARGV[2]); redis.call('EXPIRE', ARGV[5], 600)
+  end
   if KEYS[3] then
     redis.call('SET', KEYS[3], ARGV[2], 'EX', ttl)
     if redis.call('HGET', KEYS[4], 'job') == ARGV[4] then redis.call('EXPIRE', KEYS[4], ttl) end
@@ -67,7 +81,8 @@ POLL_S = 0.5   # longest blocking read: a client that leaves, or a shutdown, is 
 def keys(prefix: str) -> dict[str, str]:
     base = prefix + "sched:"
     return {"jobs": base + "jobs", "reply": base + "reply:", "done": base + "done:", "cancel": base + "cancel:",
-            "request": base + "request:", "answer": base + "answer:"}
+            "request": base + "request:", "answer": base + "answer:", "tokens": base + "tokens:",
+            "lease": base + "attempt:"}
 
 
 @dataclass
@@ -119,10 +134,13 @@ class RedisFront:
                     check_same_body(ticket, twin.body)
                     job_id = twin.job
             queued = True
-            answer = await self._answer(r, job_id, expert.name, ticket and ticket.rid, entry)
+            if params.stream:
+                async for delta in self._streamed(r, job_id, expert.name, ticket and ticket.rid, entry):
+                    yield delta
+            else:
+                for delta in _deltas(await self._answer(r, job_id, expert.name, ticket and ticket.rid, entry)):
+                    yield delta
             answered = True
-            for delta in _deltas(answer):
-                yield delta
         finally:
             if queued and not answered and ticket is None:
                 with suppress(Exception):   # Redis away: the job went with it, or a worker answers no one
@@ -183,21 +201,71 @@ class RedisFront:
 
     async def _answer(self, r, job_id: str, expert: str, rid: str | None, entry=None) -> dict:
         """Wait for a job's answer; an error answer forgets a keyed request, so that a retry runs again."""
-        answer = await self._wait(r, job_id, kept=rid is not None, entry=entry)
+        return await self._checked(r, await self._wait(r, job_id, kept=rid is not None, entry=entry), job_id, expert,
+                                   rid)
+
+    async def _checked(self, r, answer: dict, job_id: str, expert: str, rid: str | None) -> dict:
         if "error" in answer:
             if rid is not None:
                 await r.eval(FORGET, 1, self.keys["request"] + rid, job_id)
             raise ERRORS.get(answer.get("code"), UpstreamError)(answer["error"], expert=expert)
         return answer
 
+    async def _streamed(self, r, job_id: str, expert: str, rid: str | None, entry=None):
+        """A streamed job's deltas as its worker publishes them (one attempt, see ``token_stream``)."""
+        key, follow = self.keys["tokens"] + job_id, Follower(expert, kept=rid is not None)
+        while True:
+            try:
+                got = await r.xread({key: follow.last}, count=256, block=int(self._timeout(follow.kept) * 1000))
+                if not got:
+                    got = await self._stalled(r, job_id, follow, entry)
+                    if got is None:
+                        continue
+            except Exception as exc:   # Redis away mid-answer: a 503 before the first token, else in-band
+                if is_redis_down(exc):
+                    raise unavailable(exc) from exc
+                raise
+            for entry_id, fields in (got[0][1] if got else []):
+                deltas, answer = follow.take(entry_id, fields)
+                for delta in deltas:
+                    yield delta
+                if answer is not None:
+                    answer = await self._checked(r, answer, job_id, expert, rid)
+                    for delta in ([] if follow.forwarded else _deltas(answer)):
+                        yield delta
+                    with suppress(Exception):   # nobody else reads them (a keyed twin may: its tokens stay)
+                        await r.delete(self.keys["reply"] + job_id, *([] if rid else [key]))
+                    return
+
+    async def _stalled(self, r, job_id: str, follow: Follower, entry):
+        """Nothing new for a while: the entries that arrived just now, or None to wait on; raises when
+        the worker died mid-answer (its lease is gone) or the job is lost."""
+        if follow.kept and not follow.forwarded and (stored := await r.get(self.keys["answer"] + job_id)):
+            return [(None, [("0-0", {"a": follow.attempt or "", "n": 0, "e": stored})])]
+        died = follow.forwarded and _s(await r.get(self.keys["lease"] + job_id)) != follow.attempt
+        lost = not died and entry is not None and not await self._queued_still(r, entry)
+        if not (died or lost):
+            return None
+        got = await r.xread({self.keys["tokens"] + job_id: follow.last}, count=256)   # published in between?
+        if got:
+            return got
+        if died:
+            raise follow.lost("no heartbeat")
+        raise DependencyUnavailable("your queued request was lost: Redis restarted without keeping its "
+                                    "queue (no AOF); retry it", retry_after=1)
+
+    def _timeout(self, kept: bool) -> float:
+        """How long one blocking read may wait: POLL_S, less near the shutdown deadline (503 there)."""
+        left = None if self.deadline is None else self.deadline - time.monotonic()
+        if left is not None and left <= 0:
+            raise _shutdown(kept)
+        return POLL_S if left is None else min(POLL_S, max(left, 0.01))
+
     async def _wait(self, r, job_id: str, kept: bool, entry=None) -> dict:
         while True:
             if kept and (stored := await r.get(self.keys["answer"] + job_id)) is not None:
                 return json.loads(stored)
-            left = None if self.deadline is None else self.deadline - time.monotonic()
-            if left is not None and left <= 0:
-                raise _shutdown(kept)
-            timeout = POLL_S if left is None else min(POLL_S, max(left, 0.01))
+            timeout = self._timeout(kept)
             reply = await r.blpop([self.keys["reply"] + job_id], timeout=timeout)
             if reply is not None:
                 return json.loads(reply[1])
@@ -231,16 +299,32 @@ def _shutdown(kept: bool) -> ShuttingDown:
                         f"{HEADER} header, a queued request survives a restart)")
 
 
+def _s(x) -> str | None:
+    return x.decode() if isinstance(x, bytes) else x
+
+
 def _deltas(answer: dict) -> list[Delta]:
-    return ([Delta(answer["text"])] if answer["text"] else []) + [Delta("", answer["finish_reason"], answer["usage"])]
+    """A whole answer as deltas: its text (with tool calls and logprobs, in the streamed shape), then the end."""
+    calls = [{**c, "index": i} for i, c in enumerate(answer.get("tool_calls") or ())] or None
+    body = Delta(answer["text"], tool_calls=calls, logprobs=answer.get("logprobs"))
+    return ([body] if body.text or calls or body.logprobs else []) + [Delta("", answer["finish_reason"],
+                                                                           answer["usage"])]
 
 
 def answer_payload(deltas: list, error: BaseException | None) -> str:
     if error is not None:
         return json.dumps({"error": getattr(error, "message", str(error)), "code": getattr(error, "code", None)})
+    calls: dict[int, dict] = {}
+    for d in deltas:
+        merge_tool_calls(calls, d.tool_calls or ())
     last = next((d for d in reversed(deltas) if getattr(d, "finish_reason", None)), None)
-    return json.dumps({"text": "".join(d.text for d in deltas),
-                       "finish_reason": last.finish_reason if last else "stop", "usage": last.usage if last else {}})
+    answer = {"text": "".join(d.text for d in deltas), "finish_reason": last.finish_reason if last else "stop",
+              "usage": last.usage if last else {}}
+    if calls:
+        answer["tool_calls"] = [calls[i] for i in sorted(calls)]
+    if any(d.logprobs for d in deltas):
+        answer["logprobs"] = [x for d in deltas for x in d.logprobs or ()]
+    return json.dumps(answer)
 
 
 def params_from(raw: str) -> GenParams:

@@ -5,6 +5,10 @@
 Settings come from the environment like the gateway's (CONCLAVE_REDIS_URL is required,
 CONCLAVE_REDIS_PREFIX, CONCLAVE_SCHED_MAX_BATCH, CONCLAVE_SCHED_MAX_WAIT, CONCLAVE_MAX_LOADED_MODELS,
 CONCLAVE_WORKER_MEMORY_MB).  ``--kind fake`` runs the scripted test worker.
+
+Each job runs as an attempt of a ``TokenPublisher`` (``token_publish``): a streamed job's deltas go to
+its token stream as they are generated, every job of the batch stops when its cancel or done key
+appears, and the answer is published (exactly once) after the last delta was written.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from .local import serve_batch
 from .policy import BatchPolicy, Pending, policy_from
 from .redis_queue import GROUP, PUBLISH, answer_payload, keys, params_from
 from .stats import SchedStats
+from .token_publish import Run, TokenPublisher
 
 log = logging.getLogger("conclave.worker")
 
@@ -46,6 +51,8 @@ class RedisWorkerLoop:
         self._seq = itertools.count(1)
         self._publish = self.r.register_script(PUBLISH)
         self._lock = threading.Lock()
+        self.tokens = TokenPublisher(self.r, self.keys, name, reclaim_ms)
+        self.runs: dict[int, Run] = {}   # seq -> the attempt at that job (its deltas, its token stream)
 
     def run(self) -> None:
         self._create_group()
@@ -110,38 +117,56 @@ class RedisWorkerLoop:
 
     def _serve(self, pick) -> None:
         expert = self.held[pick.items[0].id][2]
-        jobs, outs = [], {}
-        for item in pick.items:
-            entry_id, fields, _, messages, params = self.held[item.id]
-            job_id = fields["id"]
-            out: list = []
-            outs[item.id] = out
-            job = Job(expert.name, messages, params, out.append, id=item.id)
-            if self.r.exists(self.keys["cancel"] + job_id) or self.r.exists(self.keys["done"] + job_id):
-                job.cancel.set()
-            jobs.append(job)
-        serve_batch(self.worker, expert, [j for j in jobs if not j.cancel.is_set()],
-                    self.policy.eviction_order(self.worker.loaded()), self.stats)
-        for job in jobs:
-            self._finish(job, outs[job.id])
+        jobs = [self._job(item.id) for item in pick.items]
+        try:
+            serve_batch(self.worker, expert, [j for j in jobs if not j.cancel.is_set()],
+                        self.policy.eviction_order(self.worker.loaded()), self.stats)
+            for job in jobs:
+                self._finish(job)
+        finally:
+            self._drop_runs(jobs)
 
-    def _finish(self, job: Job, out: list) -> None:
+    def _job(self, seq: int) -> Job:
+        """The Job of a held entry, its deltas kept for the answer and, when it streams, published as they come;
+        already cancelled if its client left or it was answered before."""
+        _, fields, expert, messages, params = self.held[seq]
+        run = self.tokens.open(fields["id"], params.stream)
+        job = Job(expert.name, messages, params, run.sink, id=seq)
+        self.runs[seq] = run
+        if self.r.exists(self.keys["cancel"] + fields["id"], self.keys["done"] + fields["id"]):
+            job.cancel.set()
+        run.job = job   # from now on the publisher checks its cancel and done keys
+        return job
+
+    def _drop_runs(self, jobs: list[Job]) -> None:
+        for job in jobs:   # the publisher forgets them (after a failure too, Redis away mid-batch)
+            run = self.runs.pop(job.id, None)
+            if run is not None:
+                with suppress(Exception):
+                    self.tokens.close(run)
+
+    def _finish(self, job: Job, stream_key: str | None = None) -> None:
         entry_id, fields = self.held[job.id][:2]
-        if not job.cancel.is_set():
-            self._answer(fields, out)
-        self.r.xack(self.keys["jobs"], GROUP, entry_id)
-        self.r.xdel(self.keys["jobs"], entry_id)
+        if job.cancel.is_set():
+            log.info("job %s withdrawn (its client left) or answered before: no answer", fields["id"])
+        else:
+            self._answer(fields, self.runs[job.id])
+        key = stream_key or self.keys["jobs"]
+        self.r.xack(key, GROUP, entry_id)
+        self.r.xdel(key, entry_id)
         with self._lock:
             self.held.pop(job.id, None)
 
-    def _answer(self, fields: dict, out: list) -> None:
-        """Publish a job's answer (a keyed request's is also kept for its ttl, see ``redis_queue``)."""
+    def _answer(self, fields: dict, run: Run) -> None:
+        """Publish a job's answer once every delta is in its token stream (exactly once: ``redis_queue``)."""
         job_id, rid = fields["id"], fields.get("request")
-        error = next((x for x in out if isinstance(x, BaseException)), None)
+        sent = self.tokens.close(run)
+        error = next((x for x in run.out if isinstance(x, BaseException)), None)
         kept = [self.keys["answer"] + job_id, self.keys["request"] + rid] if rid else []
+        tokens = [self.keys["tokens"] + job_id, run.attempt, sent] if run.stream else []
         first = self._publish(keys=[self.keys["done"] + job_id, self.keys["reply"] + job_id, *kept],
-                              args=[self.name, answer_payload([x for x in out if hasattr(x, "text")], error),
-                                    fields.get("ttl", 3600), job_id])
+                              args=[self.name, answer_payload([x for x in run.out if hasattr(x, "text")], error),
+                                    fields.get("ttl", 3600), job_id, *tokens])
         log.info("generated job %s: %s", job_id, "answered" if first else "answered before, this answer dropped")
 
     def _heartbeat(self) -> None:
@@ -160,7 +185,8 @@ def make_worker(kind: str, settings, name: str) -> Worker:
 
         return FakeWorker(settings.max_loaded_models, settings.worker_memory_mb, name,
                           load_s=float(os.environ.get("CONCLAVE_FAKE_LOAD_S", "0")),
-                          gen_s=float(os.environ.get("CONCLAVE_FAKE_GEN_S", "0.2")))
+                          gen_s=float(os.environ.get("CONCLAVE_FAKE_GEN_S", "0.2")),
+                          chunk_s=float(os.environ.get("CONCLAVE_FAKE_CHUNK_S", "0")))
     from ..workers import WORKERS
 
     return WORKERS[kind](settings, name)
