@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -146,11 +147,32 @@ def _ask(base: str, model: str, text: str, **kw):
                                           max_tokens=8, temperature=0.0, **kw)
 
 
+def _sse_until_first_content(base: str, model: str, text: str, then) -> list[str]:
+    """Raw SSE of a streamed request: ``then()`` at the first content chunk; the data lines."""
+    import httpx
+
+    body = {"model": model, "messages": [{"role": "user", "content": text}], "stream": True, "max_tokens": 64}
+    events: list[str] = []
+    with httpx.stream("POST", base + "/v1/chat/completions", json=body, timeout=600) as r:
+        assert r.status_code == 200
+        for line in r.iter_lines():
+            if line.startswith("data: "):
+                events.append(line[6:])
+                if then is not None and events[-1] != "[DONE]" and "content" in events[-1] and \
+                        (json.loads(events[-1])["choices"] or [{}])[0].get("delta", {}).get("content"):
+                    then()
+                    then = None
+    return events
+
+
 @needs_vllm
 @pytest.mark.timeout(900)
-def test_a_vllm_worker_process_serves_two_experts_through_redis_switching_once(vllm_home, redis_prefix, tmp_path):
-    """Two experts (the two bundled models, registered as vllm experts), one model per worker: the
-    smollm2 expert's requests, then gemma's: one unload and one load, in `conclave workers`."""
+def test_a_vllm_worker_process_streams_and_answers_two_experts_through_redis_switching_once(
+        vllm_home, redis_prefix, tmp_path):
+    """Two experts (the two bundled models, registered as vllm experts), one model per worker, through a
+    gateway with CONCLAVE_SCHED_QUEUE=redis and the official openai client: smollm2's whole and streamed
+    answers, then gemma's (one unload and one load, in `conclave workers`), then a SIGKILL of the worker
+    in the middle of gemma's stream: an in-band error, no [DONE].  Two engine starts in all."""
     from concurrent.futures import ThreadPoolExecutor
 
     from .conftest import REDIS_URL
@@ -173,21 +195,28 @@ def test_a_vllm_worker_process_serves_two_experts_through_redis_switching_once(v
                              CONCLAVE_EXPERT_TIMEOUT="600", **queue) as base:
             with ThreadPoolExecutor(2) as pool:
                 smol = list(pool.map(lambda q: _ask(base, "smol-vllm", q), ["Say hi.", "Name a colour."]))
+            chunks = list(_ask(base, "smol-vllm", "Count from one to ten.", stream=True))
             gemma = _ask(base, "gemma-vllm", "What is the capital of France?")
             time.sleep(1.5)                                   # one heartbeat publishes the stats and tiers
             report = json.loads(_cli(gw_home, "workers", "--json", **queue))
             table = _cli(gw_home, "workers", **queue)
+            killed = _sse_until_first_content(base, "gemma-vllm", "Tell me a long story about the sea.",
+                                              lambda: worker.send_signal(signal.SIGKILL))
     finally:
-        worker.terminate()
-        code = worker.wait(60)
+        worker.kill()
+        worker.wait(60)
     for answer in smol + [gemma]:
         assert answer.choices[0].message.content.strip() and answer.usage.completion_tokens > 0
     assert {a.model for a in smol} == {"smol-vllm"} and gemma.model == "gemma-vllm"
+    content = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+    assert len(content) >= 3 and chunks[-1].choices[0].finish_reason in ("stop", "length")   # then [DONE]
+    error = json.loads(killed[-1])["error"]
+    assert "[DONE]" not in killed and error["code"] == "worker_lost", killed[-3:]
     (w,) = report["workers"]
     print("\n" + table)
     assert (w["kind"], w["loads"], w["unloads"], w["holds"]) == \
-        ("vllm", {"smol-vllm": 1, "gemma-vllm": 1}, {"smol-vllm": 1}, ["gemma-vllm"])
-    assert w["jobs"] == 3 and code == 0, log.read_text()[-3000:]
+        ("vllm", {"smol-vllm": 1, "gemma-vllm": 1}, {"smol-vllm": 1}, ["gemma-vllm"]), log.read_text()[-3000:]
+    assert w["jobs"] == 4
     tiers = w["tiers"]
     assert (tiers["smol-vllm"]["tier"], tiers["gemma-vllm"]["tier"]) == ("page_cache", "gpu")
     assert tiers["gemma-vllm"]["measured"] == ["disk"] and tiers["smol-vllm"]["switch_s"] > 0
