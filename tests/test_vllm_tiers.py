@@ -323,3 +323,33 @@ def test_prefetch_reads_a_cold_expert_into_the_page_cache_and_deepens_a_level_tw
     assert ("rpc", "reload_weights") in started[1].events and started[1].events[-1] == ("sleep", 1)
     assert w.prefetch(a) is None                                               # loaded: nothing to move
     w.close()
+
+
+def test_a_forked_engine_process_dies_with_the_worker_that_forked_it(tmp_path):
+    """guard_orphans: vLLM forks its engine core on CPU; SIGKILL the worker and the child goes too."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = ("import multiprocessing, sys, time\n"
+              "from service.workers.vllm_engine import guard_orphans\n"
+              "guard_orphans()\n"
+              "p = multiprocessing.get_context('fork').Process(target=time.sleep, args=(120,))\n"
+              "p.start(); print(p.pid, flush=True); time.sleep(120)\n")
+    worker = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
+                              cwd=Path(__file__).resolve().parent.parent)
+    child = int(worker.stdout.readline())
+    worker.send_signal(signal.SIGKILL)
+    worker.wait(10)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(child, signal.SIGKILL)
+        pytest.fail("the forked child outlived the worker that was SIGKILLed")

@@ -147,6 +147,19 @@ def _ask(base: str, model: str, text: str, **kw):
                                           max_tokens=8, temperature=0.0, **kw)
 
 
+def _descendants(pid: int) -> list:
+    import psutil
+
+    return psutil.Process(pid).children(recursive=True)
+
+
+def _wait_gone(procs: list, timeout: float) -> list:
+    import psutil
+
+    _, alive = psutil.wait_procs(procs, timeout=timeout)
+    return alive
+
+
 def _sse_until_first_content(base: str, model: str, text: str, then) -> list[str]:
     """Raw SSE of a streamed request: ``then()`` at the first content chunk; the data lines."""
     import httpx
@@ -200,11 +213,17 @@ def test_a_vllm_worker_process_streams_and_answers_two_experts_through_redis_swi
             time.sleep(1.5)                                   # one heartbeat publishes the stats and tiers
             report = json.loads(_cli(gw_home, "workers", "--json", **queue))
             table = _cli(gw_home, "workers", **queue)
+            engines = []                                      # the worker's engine processes, for after the kill
             killed = _sse_until_first_content(base, "gemma-vllm", "Tell me a long story about the sea.",
-                                              lambda: worker.send_signal(signal.SIGKILL))
+                                              lambda: (engines.extend(_descendants(worker.pid)),
+                                                       worker.send_signal(signal.SIGKILL)))
     finally:
         worker.kill()
         worker.wait(60)
+    left = _wait_gone(engines, 90)
+    for p in left:                                            # never leave a 4 GB engine behind
+        p.kill()
+    assert engines and left == []                             # they followed the worker (guard_orphans)
     for answer in smol + [gemma]:
         assert answer.choices[0].message.content.strip() and answer.usage.completion_tokens > 0
     assert {a.model for a in smol} == {"smol-vllm"} and gemma.model == "gemma-vllm"

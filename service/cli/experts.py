@@ -30,7 +30,8 @@ def experts():
 
 @experts.command("add")
 @click.argument("name", required=False)
-@click.option("--backend", type=click.Choice(BACKENDS), help="llamacpp (in-process GGUF), vllm (in-process vLLM engine) or litellm (remote endpoint).")
+@click.option("--backend", type=click.Choice(BACKENDS), help="llamacpp (GGUF on llama.cpp), vllm (vLLM engines: in the gateway, or `conclave worker "
+              "--kind vllm` with the Redis queue) or litellm (remote endpoint).")
 @click.option("--model", "model_ref", help="llamacpp: a GGUF path or bundled:<id>.  vllm: bundled:<id>, a .gguf "
               "file (converted once) or a Hugging Face model folder (config.json + *.safetensors).  litellm: a "
               "litellm model string.")
@@ -65,6 +66,8 @@ def add(ctx: Context, name, backend, model_ref, from_json, replace, convert, **f
           --system-prompt "You are a careful mathematician." --skill math
       conclave experts add gpt-mini --backend litellm --model openai/gpt-4o-mini --api-key-env OPENAI_API_KEY
       conclave experts add smol-vllm --backend vllm --model bundled:smollm2
+      conclave experts add llama-8b --backend vllm --model /models/Llama-3.1-8B-Instruct \
+          --context-length 8192 --memory-mb 30000 --tensor-parallel-size 1
       conclave experts show smollm2 --json > e.json && conclave experts add --from-json e.json --replace
     """
     from experts_registry.upstream import check_upstream

@@ -94,6 +94,7 @@ class VllmWorker(Worker):
     def _platform(self) -> Platform:
         if self.platform is None:
             import_vllm()
+            ve.guard_orphans()
             self.platform = ve.detect_platform()
             self.book = TierBook(self.platform.on_gpu)
             log.info("%s: vLLM on %s (%d GPU(s), sleep mode %s)", self.name, self.platform.device,
