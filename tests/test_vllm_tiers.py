@@ -325,31 +325,37 @@ def test_prefetch_reads_a_cold_expert_into_the_page_cache_and_deepens_a_level_tw
     w.close()
 
 
-def test_a_forked_engine_process_dies_with_the_worker_that_forked_it(tmp_path):
-    """guard_orphans: vLLM forks its engine core on CPU; SIGKILL the worker and the child goes too."""
+def test_the_reaper_stops_a_killed_workers_spawned_children(tmp_path):
+    """vLLM spawns its engine core; when the worker is SIGKILLed the reaper stops what it had started."""
     import os
     import signal
     import subprocess
     import sys
     import time
 
-    script = ("import multiprocessing, sys, time\n"
-              "from service.workers.vllm_engine import guard_orphans\n"
-              "guard_orphans()\n"
-              "p = multiprocessing.get_context('fork').Process(target=time.sleep, args=(120,))\n"
-              "p.start(); print(p.pid, flush=True); time.sleep(120)\n")
+    from service.workers.reaper import descendants, parents
+
+    script = ("import multiprocessing, time\n"
+              "from service.workers.reaper import start_reaper\n"
+              "if __name__ == '__main__':\n"
+              "    start_reaper()\n"
+              "    p = multiprocessing.get_context('spawn').Process(target=time.sleep, args=(120,))\n"
+              "    p.start(); time.sleep(3); print(p.pid, flush=True); time.sleep(120)\n")
     worker = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
                               cwd=Path(__file__).resolve().parent.parent)
     child = int(worker.stdout.readline())
+    assert child in descendants(worker.pid, parents())
     worker.send_signal(signal.SIGKILL)
     worker.wait(10)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
-            os.kill(child, 0)
-        except ProcessLookupError:
+            state = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
             break
-        time.sleep(0.05)
+        if state == "Z":         # exited; only the reaping by init is left
+            break
+        time.sleep(0.1)
     else:
         os.kill(child, signal.SIGKILL)
-        pytest.fail("the forked child outlived the worker that was SIGKILLed")
+        pytest.fail("the spawned child outlived the worker that was SIGKILLed")

@@ -19,9 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import os
-import signal
-import sys
 import threading
 
 from experts_registry.errors import UpstreamError, ValidationFailed
@@ -30,9 +27,7 @@ from ..core.backend import Delta, usage_dict
 from .vllm_plan import Platform
 
 CANCEL_POLL_S = 0.2
-PR_SET_PDEATHSIG = 1
 _rids = itertools.count(1)
-_guarded = False
 REFUSED = ("tools", "tool_choice", "response_format", "logprobs", "top_logprobs")
 
 
@@ -58,27 +53,6 @@ class LoopThread:
                 self.thread.join(timeout=10)
                 self.loop.close()
                 self.loop = self.thread = None
-
-
-def guard_orphans() -> None:
-    """Make processes this process forks from now on (vLLM's engine core and its workers, forked on CPU)
-    get SIGTERM when the thread that forked them dies, so a SIGKILLed worker leaves no engine behind
-    (vLLM 0.32's engine core does not notice on its own: one ran on, holding 4 GB).  Linux only; a
-    spawned engine (vLLM spawns once CUDA is initialised) is not covered: run GPU workers under a
-    supervisor that stops the whole process group (systemd's default KillMode=control-group)."""
-    global _guarded
-    if not _guarded and sys.platform.startswith("linux"):
-        os.register_at_fork(after_in_child=_term_with_parent)
-        _guarded = True
-
-
-def _term_with_parent() -> None:
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    except Exception:   # no prctl: the child lives on as before
-        pass
 
 
 def detect_platform() -> Platform:

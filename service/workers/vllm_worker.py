@@ -37,6 +37,7 @@ from experts_registry.model import Expert
 from ..core.prompting import chat_messages, completion_prompt
 from . import vllm_engine as ve
 from .base import Job, Worker
+from .reaper import start_reaper
 from .prefetch import Prefetcher, host_free_mb, plan_prefetch, read_files, weights_mb
 from .tiers import TierBook
 from .vllm_convert import converted_dir, model_dir
@@ -94,7 +95,7 @@ class VllmWorker(Worker):
     def _platform(self) -> Platform:
         if self.platform is None:
             import_vllm()
-            ve.guard_orphans()
+            start_reaper()          # a SIGKILLed worker must not leave its engine processes running
             self.platform = ve.detect_platform()
             self.book = TierBook(self.platform.on_gpu)
             log.info("%s: vLLM on %s (%d GPU(s), sleep mode %s)", self.name, self.platform.device,
