@@ -359,3 +359,13 @@ def test_the_reaper_stops_a_killed_workers_spawned_children(tmp_path):
     else:
         os.kill(child, signal.SIGKILL)
         pytest.fail("the spawned child outlived the worker that was SIGKILLed")
+
+
+def test_a_job_that_needs_whole_outputs_gets_them_through_deliver():
+    """The hook for jobs that read a whole RequestOutput (final_only sampling: prompt logprobs, echo)."""
+    from service.workers import vllm_engine as ve
+
+    engine, got, emitted = ScriptedEngine({}), [], []
+    job = Job("a", [], GenParams(), emitted.append)
+    asyncio.run(ve.run_batch(engine, [(job, [1, 2], {"max_tokens": 2}, got.append)], "a"))
+    assert [o.outputs[0].text for o in got] == ["Hello", " from"] and got[-1].finished and emitted == []

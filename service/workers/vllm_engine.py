@@ -75,11 +75,14 @@ async def start_engine(kwargs: dict):
     return AsyncLLM.from_engine_args(AsyncEngineArgs(**kwargs))
 
 
-def sampling_params(**kwargs):
+def sampling_params(final_only: bool = False, **kwargs):
+    """DELTA outputs (each carries only the new text and ids); ``final_only``: one output with everything
+    (a job that needs the whole output at once, e.g. prompt logprobs; see ``stream_job``'s ``deliver``)."""
     from vllm import SamplingParams
     from vllm.sampling_params import RequestOutputKind
 
-    return SamplingParams(output_kind=RequestOutputKind.DELTA, **kwargs)
+    kind = RequestOutputKind.FINAL_ONLY if final_only else RequestOutputKind.DELTA
+    return SamplingParams(output_kind=kind, **kwargs)
 
 
 def sampling_kwargs(expert, params, room: int) -> dict:
@@ -97,11 +100,13 @@ def sampling_kwargs(expert, params, room: int) -> dict:
 
 
 async def run_batch(engine, ready: list[tuple], expert_name: str) -> None:
-    """``ready``: (job, prompt token ids, SamplingParams).  All run concurrently on one engine."""
-    await asyncio.gather(*(stream_job(engine, job, ids, sp, expert_name) for job, ids, sp in ready))
+    """``ready``: (job, prompt token ids, SamplingParams[, deliver]).  All run concurrently on one engine."""
+    await asyncio.gather(*(stream_job(engine, *item[:4], expert_name=expert_name) for item in ready))
 
 
-async def stream_job(engine, job, ids: list[int], sp, expert_name: str) -> None:
+async def stream_job(engine, job, ids: list[int], sp, deliver=None, *, expert_name: str) -> None:
+    """Run one job: its deltas to ``job.emit`` as they come; or, with ``deliver``, each output (one, with
+    ``final_only`` sampling params) to ``deliver(out)``, which emits the job's Deltas itself."""
     rid = f"job-{job.id}-{next(_rids)}"
     tokens, done = 0, asyncio.Event()
     watcher = asyncio.ensure_future(_watch_cancel(engine, job, rid, done))
@@ -110,6 +115,9 @@ async def stream_job(engine, job, ids: list[int], sp, expert_name: str) -> None:
             if job.cancel.is_set():
                 await engine.abort(rid)
                 return
+            if deliver is not None:
+                deliver(out)
+                continue
             choice = out.outputs[0]
             tokens += len(choice.token_ids)
             if choice.text:
