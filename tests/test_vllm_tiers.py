@@ -128,6 +128,12 @@ def test_the_scheduler_prefers_the_expert_that_is_cheaper_to_switch_to():
     assert plain == ["a", "b"]                                                 # equal scores: arrival order
     tiered = pol.decide(view, "w1", [], gen_s=0.1, load_s=40, switch_s={"a": 58.1, "b": 0.26})
     assert [c.expert for c in tiered] == ["b", "a"]                            # b is asleep in host memory
+    from service.scheduler.policy import BatchPolicy, Pending
+
+    single = BatchPolicy(4, 30)
+    for i, e in enumerate(("a", "b", "c")):
+        single.add(Pending(i, e, 5.0))
+    assert single.next([], 10.0, switch_s={"b": 0.82, "c": 2.58}).expert == "b"   # "a": not listed, dearest
     # urgency uses the tier's cost: a cold start of 20 s makes "a" urgent earlier than a 0.3 s wake
     assert pol.urgent_at(view.queues["a"], 0.1, 20.0) < pol.urgent_at(view.queues["a"], 0.1, 0.3)
 

@@ -147,7 +147,8 @@ def simulate(policy: BatchPolicy, arrivals: list[tuple[float, str]], cost: Cost,
                 policy.done(ref)
                 idle.add(w)
         for w in sorted(idle):
-            pick = policy.next(loaded[w], now, worker=w)
+            tiers = seen[w].switch_costs(cost) if cost.sleep1_s is not None else None   # a vLLM worker's tiers
+            pick = policy.next(loaded[w], now, worker=w, switch_s=tiers)
             if pick is None:
                 wake = policy.wake_at(now)
                 if wake is not None and wake > now:

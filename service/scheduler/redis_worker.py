@@ -73,7 +73,7 @@ class RedisWorkerLoop:
 
     def _step(self) -> None:
         self._fetch(block_ms=self._block_ms())
-        pick = self.policy.next(self.worker.loaded(), time.monotonic())
+        pick = self.policy.next(self.worker.loaded(), time.monotonic(), switch_s=self.worker.switch_costs())
         if pick is not None:
             try:
                 self._serve(pick)
