@@ -93,6 +93,11 @@ class Prefetcher:
         t.start()
         return True
 
+    def wait(self, expert: str) -> None:
+        t = self.threads.get(expert)
+        if t is not None:
+            t.join()
+
     def join(self, timeout: float | None = None) -> None:
         for t in list(self.threads.values()):
             t.join(timeout)

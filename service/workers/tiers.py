@@ -82,7 +82,7 @@ class TierBook:
 
     def switch_costs(self) -> dict[str, float]:
         """expert -> seconds to serve it from where it is now (the scheduler's switch cost)."""
-        return {e: round(self.cost_s(e), 3) for e in self.tiers}
+        return {e: round(self.cost_s(e), 3) for e in list(self.tiers)}
 
     def in_tier(self, tier: str) -> list[str]:
         return [e for e, t in self.tiers.items() if t == tier]
@@ -99,10 +99,10 @@ class TierBook:
 
     def report(self) -> dict[str, dict]:
         """For the heartbeat: each expert's tier, cost from there, and the per-tier figures used."""
-        out = {}
-        for e, t in sorted(self.tiers.items()):
+        out, samples = {}, list(self.samples)      # copies: the heartbeat thread reads while the worker writes
+        for e, t in sorted(list(self.tiers.items())):
             tiers = ("gpu", "sleep1", "sleep2", "page_cache", "disk") if self.on_gpu else ("gpu", "page_cache", "disk")
             out[e] = {"tier": t, "switch_s": round(self.cost_s(e), 3), "weights_mb": round(self.sizes.get(e, 0.0)),
                       "cost_s": {x: round(self.cost_s(e, x), 3) for x in tiers[1:]},
-                      "measured": sorted(x for (n, x) in self.samples if n == e)}
+                      "measured": sorted(x for (n, x) in samples if n == e)}
         return out

@@ -118,6 +118,7 @@ class VllmWorker(Worker):
     # -- load / unload --------------------------------------------------------
     def load(self, expert: Expert) -> float:
         plat = self._platform()
+        self.prefetcher.wait(expert.name)            # a move of this expert in progress finishes first
         t0 = time.perf_counter()
         name, eng = expert.name, self.engines.get(expert.name)
         tier = self.book.tier(name)
