@@ -4,6 +4,10 @@
     python benchmarks/gpu_check.py --sizes 0.05,0.1     # tiny sizes (a CPU-only machine, a test)
     python benchmarks/gpu_check.py --json out.json      # every figure as JSON too ("-": stdout)
 
+Sizes run smallest first; a size's disk rows are skipped (and say so) when the slowest read rate so
+far says writing and reading it twice would end past ``--budget-s`` (200 s), so a slow disk cannot
+push the run past 4 minutes.
+
 One file, the standard library and torch only (no Conclave import, no weights, nothing to
 download), so it runs on a bare GPU machine.  For each size it makes a synthetic weight tensor and
 measures:
@@ -119,20 +123,27 @@ def disk(nbytes: int, folder: str) -> dict:
 
 def tiers(row: dict) -> dict:
     """The worker's tier costs from one row (None where a part was not measured)."""
-    pin, page = row["h2d_pinned_s"], row["h2d_pageable_s"]
+    pin, page, warm, cold = row["h2d_pinned_s"], row["h2d_pageable_s"], row["read_warm_s"], row["read_cold_s"]
     return {"sleep1": pin,
-            "page_cache": None if page is None else row["read_warm_s"] + page,
-            "disk": None if page is None else row["read_cold_s"] + page}
+            "page_cache": None if page is None or warm is None else warm + page,
+            "disk": None if page is None or cold is None else cold + page}
 
 
-def measure(size_gb: float, folder: str) -> dict:
+def measure(size_gb: float, folder: str, disk_ok: bool = True) -> dict:
     nbytes = int(size_gb * GB)
-    row = {"size_gb": size_gb, **h2d(nbytes), **disk(nbytes, folder)}
+    skipped = {"read_cold_s": None, "read_warm_s": None, "cache_dropped": None, "disk_skipped": True}
+    row = {"size_gb": size_gb, **h2d(nbytes), **(disk(nbytes, folder) if disk_ok else skipped)}
     row["gbps_pinned"] = _rate(nbytes, row["h2d_pinned_s"])
     row["gbps_pageable"] = _rate(nbytes, row["h2d_pageable_s"])
     row["gbps_cold"], row["gbps_warm"] = _rate(nbytes, row["read_cold_s"]), _rate(nbytes, row["read_warm_s"])
     row["tiers_s"] = tiers(row)
     return row
+
+
+def _disk_rate(rows: list[dict]) -> float | None:
+    """GB/s of the slowest disk read so far (None before the first)."""
+    rates = [r["gbps_cold"] for r in rows if r.get("gbps_cold")]
+    return min(rates) if rates else None
 
 
 def _rate(nbytes: int, seconds: float | None) -> float | None:
@@ -167,7 +178,9 @@ def render(rows: list[dict], dev: str) -> str:
         t = r["tiers_s"]
         lines.append(f"{r['size_gb']:>8g} {_f(t['sleep1'], '{:9.3f}')} {_f(t['page_cache'], '{:13.3f}')} "
                      f"{_f(t['disk'])}")
-    if rows and not rows[0]["cache_dropped"]:
+    if any(r.get("disk_skipped") for r in rows):
+        lines.append("disk rows of the larger sizes skipped: at the measured read rate they would pass --budget-s")
+    if rows and rows[0]["cache_dropped"] is False:
         lines.append("note: posix_fadvise is missing here: the cold read may have come from the page cache")
     return "\n".join(lines)
 
@@ -176,13 +189,19 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="1,4,16", help="weight sizes in GB, comma-separated (default 1,4,16)")
     ap.add_argument("--dir", default=tempfile.gettempdir(), help="where the temporary weight files go")
+    ap.add_argument("--budget-s", type=float, default=200.0,
+                    help="skip a size's disk rows when the measured disk rate says they would end past this")
     ap.add_argument("--json", dest="json_out", help="also write every figure as JSON to this file ('-': stdout)")
     a = ap.parse_args(argv)
     sizes = [float(s) for s in a.sizes.split(",") if s.strip()]
     if not sizes or min(sizes) <= 0:
         ap.error("--sizes needs positive numbers, e.g. --sizes 1,4,16")
     t0, dev = time.perf_counter(), device()
-    rows = [measure(s, a.dir) for s in sizes]
+    rows = []
+    for size in sorted(sizes):   # a slow disk must not push the run past --budget-s: skip reads that would
+        took = time.perf_counter() - t0
+        rate = _disk_rate(rows)
+        rows.append(measure(size, a.dir, rate is None or took + 3 * size / rate < a.budget_s))
     print(render(rows, dev))
     print(f"took {time.perf_counter() - t0:.1f} s")
     doc = {"device": dev, "gpu": torch.cuda.is_available(), "rows": rows}

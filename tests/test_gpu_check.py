@@ -30,7 +30,7 @@ def test_gpu_check_runs_at_tiny_sizes_and_says_when_no_gpu_is_present(tmp_path):
     doc = json.loads(out.read_text())
     assert [r["size_gb"] for r in doc["rows"]] == [0.01, 0.02]
     for row in doc["rows"]:
-        assert row["read_cold_s"] > 0 and row["read_warm_s"] > 0 and row["cache_dropped"] is True
+        assert "disk_skipped" not in row and row["read_cold_s"] > 0 and row["read_warm_s"] > 0 and row["cache_dropped"] is True
         if not doc["gpu"]:
             assert row["h2d_pinned_s"] is None and row["tiers_s"] == {"sleep1": None, "page_cache": None, "disk": None}
         else:
@@ -39,5 +39,10 @@ def test_gpu_check_runs_at_tiny_sizes_and_says_when_no_gpu_is_present(tmp_path):
         assert "no GPU is present" in done.stdout
     assert "tier costs for the scheduler's cost model" in done.stdout
     assert list(tmp_path.glob("gpu-check-*")) == []                         # its weight files are gone
+    tight = subprocess.run([sys.executable, str(SCRIPT), "--sizes", "0.01,0.02", "--dir", str(tmp_path),
+                            "--budget-s", "0.000001", "--json", "-"], capture_output=True, text=True, timeout=300)
+    rows = json.loads(tight.stdout[tight.stdout.index("{"):])["rows"]
+    assert rows[0]["read_cold_s"] > 0 and rows[1]["disk_skipped"] is True and rows[1]["read_cold_s"] is None
+    assert "skipped" in tight.stdout
     bad = subprocess.run([sys.executable, str(SCRIPT), "--sizes", "0"], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "--sizes needs positive numbers" in bad.stderr
