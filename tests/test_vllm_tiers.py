@@ -269,6 +269,25 @@ def test_a_cancelled_job_is_aborted_in_the_engine_and_gets_nothing_more(tmp_path
     w.close()
 
 
+def test_a_dead_engine_fails_its_jobs_and_is_started_afresh_on_the_next_load(tmp_path):
+    e = vexpert("a", str(model_folder(tmp_path, "a")))
+    w, started = scripted_worker(tmp_path, CPU)
+    w.load(e)
+
+    async def dies(prompt, sp, request_id):
+        started[0].errored = True
+        raise RuntimeError("EngineCore died")
+        yield   # an async generator, as AsyncLLM.generate
+
+    started[0].generate = dies
+    out: list = []
+    w.generate(e, [Job("a", [{"role": "user", "content": "hi"}], GenParams(), out.append)])
+    assert "EngineCore died" in str(out[0]) and w.loaded() == [] and "a" not in w.engines
+    w.load(e)
+    assert len(started) == 2
+    w.close()
+
+
 def test_on_cpu_a_switch_shuts_the_engine_down_and_the_next_load_starts_a_new_one(tmp_path):
     e = vexpert("a", str(model_folder(tmp_path, "a")))
     w, started = scripted_worker(tmp_path, CPU)

@@ -224,6 +224,11 @@ class VllmWorker(Worker):
         ready = self._prepare(eng, expert, [j for j in batch if not j.cancel.is_set()])
         if ready:
             self.loop.run(ve.run_batch(eng.engine, ready, expert.name))
+        if getattr(eng.engine, "errored", False):     # its engine core died: the next batch starts a new one
+            log.warning("%s: the vLLM engine of %s died; it is started afresh on the next batch", self.name,
+                        expert.name)
+            self.hosted.pop(expert.name, None)
+            self._shutdown(expert.name)
 
     def _prepare(self, eng: Engine, expert: Expert, jobs: list[Job]) -> list[tuple[Job, list[int], object]]:
         """(job, prompt token ids, SamplingParams) per job that fits the context; the others fail now."""
