@@ -126,19 +126,25 @@ return 1
 """
 
 # ARGV: base, expert memory MB (or ''), intake key.  {queued jobs, live workers, of which can host it}
+# ARGV: base, the expert's memory_mb, intake stream, its backend.  {queued jobs, live workers, live workers
+# of a kind that runs the backend (the scripted "fake" runs any), those of them with the memory for it}
 ADMIT = """
-local base, mb = ARGV[1], tonumber(ARGV[2])
+local base, mb, backend = ARGV[1], tonumber(ARGV[2]), ARGV[4]
 local total = redis.call('XLEN', ARGV[3])
 for _, name in ipairs(redis.call('HKEYS', base .. 'experts')) do total = total + redis.call('XLEN', base .. 'q:' .. name) end
-local live, fit = 0, 0
+local live, kinded, fit = 0, 0, 0
 for _, w in ipairs(redis.call('SMEMBERS', base .. 'workers')) do
   if redis.call('EXISTS', base .. 'alive:' .. w) == 1 then
     live = live + 1
-    local cap = tonumber(redis.call('HGET', base .. 'worker:' .. w, 'memory_mb') or '')
-    if mb == nil or cap == nil or mb <= cap then fit = fit + 1 end
+    local kind = redis.call('HGET', base .. 'worker:' .. w, 'kind') or ''
+    if backend == nil or backend == '' or kind == backend or kind == 'fake' or kind == '' or kind == 'unknown' then
+      kinded = kinded + 1
+      local cap = tonumber(redis.call('HGET', base .. 'worker:' .. w, 'memory_mb') or '')
+      if mb == nil or cap == nil or mb <= cap then fit = fit + 1 end
+    end
   end
 end
-return {total, live, fit}
+return {total, live, kinded, fit}
 """
 
 
