@@ -88,11 +88,11 @@ def test_registering_a_gguf_vllm_expert_converts_it_once_into_the_data_dir(vllm_
 
     monkeypatch.setenv("CONCLAVE_HOME", str(vllm_home))
     monkeypatch.delenv("CONCLAVE_REDIS_URL", raising=False)
-    result = CliRunner().invoke(main, ["experts", "add", "smol-vllm", "--backend", "vllm",
-                                       "--model", "bundled:smollm2"], catch_exceptions=False)
+    result = CliRunner().invoke(main, ["experts", "add", "smol-vllm", "--backend", "vllm", "--replace",
+                                       "--model", "bundled:smollm2"], catch_exceptions=False)   # a kept home has it
     assert result.exit_code == 0, result.output
     assert (vllm_home / "vllm" / "smollm2" / "config.json").is_file()    # the worker test below reuses it
-    assert "added expert 'smol-vllm'" in result.output
+    assert "expert 'smol-vllm' (vllm: bundled:smollm2)" in result.output
 
 
 @needs_vllm
