@@ -65,7 +65,7 @@ def h2d(nbytes: int) -> dict:
     for key, pin in (("h2d_pinned_s", True), ("h2d_pageable_s", False)):
         host = synthetic(nbytes, pin)
         holder = {}
-        out[key] = timed(lambda: holder.__setitem__("d", host.to("cuda", non_blocking=pin)), sync=True)
+        out[key] = timed(lambda h=host: holder.__setitem__("d", h.to("cuda", non_blocking=pin)), sync=True)
         del host
         if pin:
             out["gpu_free_s"] = timed(lambda: (holder.clear(), torch.cuda.empty_cache()), sync=True)

@@ -14,6 +14,24 @@ NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 RESERVED_PREFIX = "conclave-"
 DEFAULT_TEMPLATE = "Q: {prompt}\nA:"
 
+# What an expert can serve beyond plain text (docs/configuration.md, "Expert capabilities"):
+#   tools        function calling (`tools`, `tool_choice`): the answer may be `tool_calls`
+#   json_schema  JSON mode (`response_format` json_object / json_schema)
+#   vision       image inputs (`image_url` content parts)
+#   logprobs     per-token log probabilities (`logprobs`, `top_logprobs`)
+#   reasoning    a reasoning mode the request can set (`reasoning_effort`)
+CAPABILITIES = ("tools", "json_schema", "vision", "logprobs", "reasoning")
+# Undeclared (capabilities=None), an expert gets its backend's default.  Local workers constrain
+# generation with a JSON grammar and read logprobs from the model; they run no tool-call parser and
+# render text only.  Remote endpoints (OpenAI-compatible servers) take tools, response_format and
+# logprobs (and reasoning_effort) as the OpenAI API does, so the fields pass through and an upstream that
+# cannot serve one answers with its own 400; vision is declared, never assumed (most text models reject
+# images).  The bundled local models have no reasoning mode.
+DEFAULT_CAPABILITIES = {"llamacpp": ("json_schema", "logprobs"), "vllm": ("json_schema", "logprobs"),
+                        "litellm": ("tools", "json_schema", "logprobs", "reasoning")}
+LOCAL_BACKENDS = ("llamacpp", "vllm")
+LOCAL_CANNOT = ("tools", "vision", "reasoning")   # no tool-call parser, text-only prompts, no reasoning mode
+
 
 @dataclass(frozen=True)
 class Expert:
@@ -45,11 +63,19 @@ class Expert:
     context_length: int = 2048
     memory_mb: int | None = None
     description: str = ""
+    capabilities: tuple[str, ...] | None = None   # None: the backend's default (DEFAULT_CAPABILITIES)
     tensor_parallel_size: int = 1     # vllm: GPUs one engine spans
     enforce_eager: bool = False       # vllm: no CUDA graphs (always so on CPU)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "stop", tuple(self.stop))
+        if self.capabilities is not None:
+            if not isinstance(self.capabilities, (list, tuple, set, frozenset)):
+                raise ValidationFailed("capabilities is a list, e.g. [\"tools\", \"json_schema\"]",
+                                       param="capabilities")
+            caps = {str(c).strip().lower() for c in self.capabilities} - {""}
+            object.__setattr__(self, "capabilities", tuple(c for c in CAPABILITIES if c in caps)
+                               + tuple(sorted(caps - set(CAPABILITIES))))
         object.__setattr__(self, "skills", tuple(s.strip().lower() for s in self.skills if s.strip()))
         validate(self)
 
@@ -57,10 +83,17 @@ class Expert:
     def completion_template(self) -> str:
         return self.template or DEFAULT_TEMPLATE
 
+    @property
+    def supports(self) -> frozenset[str]:
+        """What this expert can serve: its declared capabilities, else its backend's default."""
+        declared = self.capabilities if self.capabilities is not None else DEFAULT_CAPABILITIES.get(self.backend, ())
+        return frozenset(declared)
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["stop"] = list(self.stop)
         d["skills"] = list(self.skills)
+        d["capabilities"] = None if self.capabilities is None else list(self.capabilities)
         return d
 
     def to_json(self) -> str:
@@ -113,6 +146,21 @@ def validate(e: Expert) -> None:
         raise ValidationFailed("enforce_eager must be true or false", param="enforce_eager")
     if not isinstance(e.context_length, int) or e.context_length < 64:
         raise ValidationFailed("context_length must be an integer >= 64", param="context_length")
+    _validate_capabilities(e)
+
+
+def _validate_capabilities(e: Expert) -> None:
+    if e.capabilities is None:
+        return
+    unknown = [c for c in e.capabilities if c not in CAPABILITIES]
+    if unknown:
+        raise ValidationFailed(f"unknown capability {unknown[0]!r}: capabilities are {', '.join(CAPABILITIES)}",
+                               param="capabilities")
+    cannot = [c for c in e.capabilities if e.backend in LOCAL_BACKENDS and c in LOCAL_CANNOT]
+    if cannot:
+        raise ValidationFailed(f"a {e.backend} expert cannot serve {cannot[0]!r}: Conclave's local workers "
+                               "parse no tool calls and render text-only prompts; declare it on a remote "
+                               "(litellm) expert that serves the model", param="capabilities")
 
 
 def _choice(attr: str, value: str, allowed: tuple[str, ...]) -> None:
@@ -124,4 +172,5 @@ def expert_field_names() -> list[str]:
     return [f.name for f in fields(Expert)]
 
 
-__all__ = ["Expert", "BACKENDS", "PROMPT_STYLES", "validate_name", "expert_field_names", "DEFAULT_TEMPLATE"]
+__all__ = ["Expert", "BACKENDS", "CAPABILITIES", "DEFAULT_CAPABILITIES", "PROMPT_STYLES", "validate_name",
+           "expert_field_names", "DEFAULT_TEMPLATE"]

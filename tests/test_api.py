@@ -97,17 +97,17 @@ def test_health_and_metrics(client):
 
 @pytest.mark.parametrize("payload,status,code,param", [
     (body("nope"), 404, "model_not_found", "model"),
-    ({"messages": [{"role": "user", "content": "x"}]}, 422, None, "model"),
-    (body(messages=[]), 422, None, "messages"),
-    ({"model": "echo", "messages": [{"role": "wizard", "content": "x"}]}, 422, None, None),
-    (body(temperature=5), 422, None, "temperature"),
-    (body(n=2), 422, None, "n"),
-    (body(max_tokens=0), 422, None, "max_tokens"),
+    ({"messages": [{"role": "user", "content": "x"}]}, 400, None, "model"),
+    (body(messages=[]), 400, None, "messages"),
+    ({"model": "echo", "messages": [{"role": "wizard", "content": "x"}]}, 400, None, None),
+    (body(temperature=5), 400, None, "temperature"),
+    (body(n=2), 400, None, "n"),
+    (body(max_tokens=0), 400, None, "max_tokens"),
     (body(max_tokens=10_000), 400, None, "max_tokens"),
     (body(api_base="http://169.254.169.254/"), 400, None, "api_base"),
     (body(conclave={"router": "nope"}, model="conclave-auto"), 400, None, "router"),
     (body("conclave-auto", "   "), 400, None, "messages"),
-    (body(stop=["a", "b", "c", "d", "e"]), 422, None, "stop"),
+    (body(stop=["a", "b", "c", "d", "e"]), 400, None, "stop"),
 ])
 def test_bad_requests_get_openai_errors(client, payload, status, code, param):
     assert_openai_error(client.post(CHAT, json=payload), status, code, param)

@@ -41,6 +41,8 @@ def call(client, gw, method, path, who, secrets):
     kwargs = {"headers": headers(secrets, who)}
     if method == "POST" and path == "/v1/chat/completions":
         kwargs["json"] = {"model": "echo", "messages": [{"role": "user", "content": "hi"}]}
+    elif method == "POST" and path == "/v1/completions":
+        kwargs["json"] = {"model": "echo", "prompt": "hi"}
     elif method == "POST" and path == "/admin/experts":
         kwargs["json"] = EXPERT
     elif method == "POST" and path == "/admin/keys":
@@ -49,7 +51,8 @@ def call(client, gw, method, path, who, secrets):
 
 
 ROUTES = [("GET", "/health", "open"), ("GET", "/metrics", "admin"), ("GET", "/v1/models", "user"),
-          ("POST", "/v1/chat/completions", "user"), ("GET", "/admin/experts", "admin"),
+          ("POST", "/v1/chat/completions", "user"), ("POST", "/v1/completions", "user"),
+          ("GET", "/admin/experts", "admin"),
           ("POST", "/admin/experts", "admin"), ("GET", "/admin/experts/echo", "admin"),
           ("DELETE", "/admin/experts/mathy", "admin"), ("GET", "/admin/keys", "admin"),
           ("POST", "/admin/keys", "admin"), ("DELETE", "/admin/keys/{id}", "admin")]

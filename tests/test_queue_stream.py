@@ -55,6 +55,21 @@ def test_a_new_attempt_is_followed_only_while_nothing_was_handed_on():
         h.take("3-0", end("a#1-1", 3, ANSWER))
 
 
+def test_tool_calls_and_logprobs_travel_in_entries_and_in_a_whole_answer():
+    from service.scheduler.redis_queue import _deltas, answer_payload
+    from service.scheduler.token_stream import delta_of
+
+    call = [{"index": 0, "id": "c1", "type": "function", "function": {"name": "f", "arguments": "{\"a\""}}]
+    more = [{"index": 0, "function": {"arguments": ": 1}"}}]
+    lp = [{"token": "a", "logprob": -0.1, "bytes": [97], "top_logprobs": []}]
+    pieces = [Delta("", tool_calls=call), Delta("", tool_calls=more, logprobs=lp), Delta("", "tool_calls", {"t": 1})]
+    assert [delta_of(json.loads(json.dumps(delta_json(d)))) for d in pieces] == pieces
+    whole = _deltas(json.loads(answer_payload(pieces, None)))
+    assert whole[0].tool_calls == [{"index": 0, "id": "c1", "type": "function",
+                                    "function": {"name": "f", "arguments": '{"a": 1}'}}]
+    assert whole[0].logprobs == lp and whole[1] == Delta("", "tool_calls", {"t": 1})
+
+
 # -- real Redis, an in-process worker loop ---------------------------------------------------------
 
 class Loop:
@@ -135,7 +150,7 @@ def test_a_client_that_leaves_mid_stream_stops_the_generation(redis_prefix):
         assert asyncio.run(leave()).text == "x:"
         assert len(list(r.scan_iter(k["cancel"] + "*"))) == 1
         runs = loop.loop.runs        # the publisher sees the cancel key while the worker is mid-answer ...
-        _wait(lambda: any(run.job.cancel.is_set() for run in list(runs.values())), "the cancel to be seen")
+        _wait(lambda: any(run.job and run.job.cancel.is_set() for run in list(runs.values())), "the cancel to be seen")
         loop.worker.step.release()   # ... and the worker stops at its next word
         _wait(lambda: any(e[0] == "stopped" for e in loop.worker.events), "the job to stop")
         _wait(lambda: r.xlen(k["jobs"]) == 0, "the job to be acknowledged")
@@ -172,3 +187,52 @@ def test_a_whole_answer_still_waits_on_the_reply_and_a_busy_stream_is_batched(re
     text = "".join(d.text for e_id, f in entries for d in follow.take(e_id, f)[0])
     assert sent == 200 and text == "".join(f"{i} " for i in range(200))
     assert len(entries) < 20 and pub.flushes < 20
+
+
+class _LostReply:
+    """A real Redis client whose first pipeline that writes tokens is applied but answers with a
+    connection error (the reply lost on the way back), so the publisher writes those deltas again."""
+
+    def __init__(self, r):
+        self.r, self.failed = r, False
+
+    def pipeline(self, **kw):
+        outer, real = self, self.r.pipeline(**kw)
+        execute = real.execute
+
+        def flaky():
+            import redis
+
+            writes = any(args[0] == "XADD" for args, _ in real.command_stack)
+            result = execute()
+            if writes and not outer.failed:
+                outer.failed = True
+                raise redis.ConnectionError("reply lost")
+            return result
+        real.execute = flaky
+        return real
+
+
+@pytest.mark.real
+def test_a_write_repeated_after_a_lost_reply_reaches_the_client_once(redis_prefix):
+    import redis
+
+    from service.scheduler.redis_queue import keys
+    from service.scheduler.token_publish import TokenPublisher
+    from service.workers.base import Job
+
+    r, k = redis.Redis.from_url(REDIS_URL), keys(redis_prefix)
+    flaky = _LostReply(r)
+    pub = TokenPublisher(flaky, k, "P")
+    run = pub.open("j", stream=True)
+    run.job = Job("x", [], GenParams(), run.sink)
+    run.job.emit(Delta("a"))
+    _wait(lambda: flaky.failed, "the first write")
+    run.job.emit(Delta(" b"))
+    _wait(lambda: run.sent == 2, "the rewrite of both")
+    run.job.emit(Delta(" c"))
+    assert pub.close(run) == 3
+    entries = r.xrange(k["tokens"] + "j")
+    follow = Follower("x", kept=False)
+    text = "".join(d.text for e_id, f in entries for d in follow.take(e_id, f)[0])
+    assert text == "a b c" and [int(f[b"n"]) for _, f in entries][:2] == [0, 0]   # written twice, taken once

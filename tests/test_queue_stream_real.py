@@ -102,6 +102,46 @@ def test_leaving_stops_the_job_and_sigkill_mid_stream_is_an_in_band_error_withou
     assert "withdrawn" in logs["B"].read_text() + logs["C"].read_text()   # the unkeyed job A died on: skipped
 
 
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
+def test_with_a_second_worker_ready_a_stopped_one_finishes_and_a_killed_ones_job_is_not_spliced(sig, redis_prefix,
+                                                                                                 tmp_path):
+    import redis
+
+    from service.scheduler.placement import base_of
+
+    r, holders = redis.Redis.from_url(REDIS_URL), base_of(redis_prefix) + "holders:smollm2"
+    logs = {n: tmp_path / f"{n}.log" for n in "AB"}
+    procs: dict[str, subprocess.Popen] = {}
+    stopped: list[str] = []
+
+    def stop_the_one_streaming():   # the other worker is alive and takes over a job left behind
+        (name,) = [n.decode() for n in r.hkeys(holders)]
+        procs[name].send_signal(sig)
+        stopped.append(name)
+
+    try:
+        procs["g"], base = start_gateway(tmp_path / "h", tmp_path / "g.log", **_env(redis_prefix))
+        for n in "AB":   # no reload gap, a short wait bound: a job left behind is taken over at once
+            procs[n] = start_worker(n, redis_prefix, tmp_path, log=logs[n], CONCLAVE_SCHED_RELOAD_GAP="0",
+                                    CONCLAVE_SCHED_MAX_WAIT="1", **SLOW)
+        events = _stream_until_first_word(base, stop_the_one_streaming)
+        other = "B" if stopped == ["A"] else "A"
+        if sig == signal.SIGKILL:   # the other worker runs the job again, sees it withdrawn, stops
+            _wait_for(lambda: "withdrawn" in logs[other].read_text(), "the job to be withdrawn")
+        else:
+            assert procs[stopped[0]].wait(30) == 0
+    finally:
+        for p in procs.values():
+            p.kill()
+            p.wait()
+    if sig == signal.SIGTERM:
+        assert events[-1] == "[DONE]" and _text(events) == "smollm2: " + WORDS
+        assert "generated job" in logs[stopped[0]].read_text() and "generated job" not in logs[other].read_text()
+    else:
+        assert "[DONE]" not in events and json.loads(events[-1])["error"]["code"] == "worker_lost"
+        assert "generated job" not in logs[other].read_text()
+
+
 def test_a_llamacpp_worker_streams_a_bundled_experts_answer_chunk_by_chunk(redis_prefix, tmp_path):
     from openai import OpenAI
 

@@ -85,8 +85,9 @@ def test_bad_inputs_map_to_openai_errors(client, gateway):
     assert err.value.body["code"] == "model_not_found"
     with pytest.raises(openai.BadRequestError):
         client.chat.completions.create(model="smollm2", messages=HI, max_tokens=100_000)
-    with pytest.raises(openai.UnprocessableEntityError):
+    with pytest.raises(openai.BadRequestError) as err:   # validation errors are 400s naming the field, as OpenAI's
         client.chat.completions.create(model="smollm2", messages=HI, n=2)
+    assert err.value.body["param"] == "n"
     base = gateway[0]
     r = httpx.post(base + "/v1/chat/completions", content=b"{oops", headers={"content-type": "application/json"})
     assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_json"

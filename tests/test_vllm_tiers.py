@@ -10,6 +10,7 @@ import asyncio
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -161,12 +162,16 @@ class Tok:
     def encode(self, text, add_special_tokens=False):
         return list(range(len(text.split())))
 
+    def __len__(self):                  # the vocabulary's size
+        return 50000
+
 
 @dataclass
 class Piece:
     text: str
     token_ids: list
     finish_reason: str | None = None
+    logprobs: list | None = None
 
 
 @dataclass
@@ -186,11 +191,17 @@ class ScriptedEngine:
         return Tok()
 
     async def generate(self, prompt, sp, request_id):
+        """DELTA outputs, one per token (with its logprobs when asked); final_only: one with everything."""
         n = min(len(self.words), sp["max_tokens"])
+        ranked = (lambda i: [{i: SimpleNamespace(decoded_token=self.words[i], logprob=-0.5, rank=1)}]) \
+            if sp.get("logprobs") is not None else (lambda i: None)
         for i in range(n):
             await asyncio.sleep(0.001)
             self.events.append(("token", request_id, i))
-            yield Out([Piece(self.words[i], [i], "length" if i == n - 1 else None)], i == n - 1)
+            if not sp.get("final_only"):
+                yield Out([Piece(self.words[i], [i], "length" if i == n - 1 else None, ranked(i))], i == n - 1)
+        if sp.get("final_only"):
+            yield Out([Piece("".join(self.words[:n]), list(range(n)), "length")], True)
 
     async def abort(self, request_id):
         self.events.append(("abort", request_id))
@@ -265,7 +276,25 @@ def test_a_cancelled_job_is_aborted_in_the_engine_and_gets_nothing_more(tmp_path
     refused: list = []
     w.generate(e, [Job("a", [{"role": "user", "content": "hi"}], GenParams(tools=[{"type": "function"}]),
                        refused.append)])
-    assert "'tools' is not supported" in str(refused[0])
+    assert refused[0].param == "tools" and "cannot serve 'tools'" in str(refused[0])
+    w.close()
+
+
+def test_each_delta_carries_its_tokens_logprobs_and_a_raw_job_is_delivered_whole(tmp_path):
+    from service.core.completions import raw_messages
+
+    e = vexpert("a", str(model_folder(tmp_path, "a")))
+    w, started = scripted_worker(tmp_path, CPU)
+    w.load(e)
+    scored, raw, long = [], [], []
+    w.generate(e, [Job("a", [{"role": "user", "content": "hi"}], GenParams(max_tokens=2, logprobs=True), scored.append),
+                   Job("a", raw_messages("one two"), GenParams(raw=True, max_tokens=3), raw.append),
+                   Job("a", raw_messages("w " * 1024), GenParams(raw=True), long.append)])
+    assert [(d.text, [x["token"] for x in d.logprobs or ()]) for d in scored] == \
+        [("Hello", ["Hello"]), (" from", [" from"]), ("", [])]               # each delta: its own token's entry
+    assert scored[0].logprobs[0]["logprob"] == -0.5 and scored[0].logprobs[0]["top_logprobs"] == []
+    assert [d.text for d in raw] == ["Hello from the", ""] and raw[-1].usage["prompt_tokens"] == 2
+    assert long[0].param == "prompt" and "maximum context length is 1024" in long[0].message
     w.close()
 
 

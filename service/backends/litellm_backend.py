@@ -16,9 +16,11 @@ from experts_registry.errors import ConclaveError, ExpertTimeout, UpstreamError,
 from experts_registry.upstream import check_upstream
 from experts_registry.model import Expert
 
-from ..core.backend import Delta, GenParams, sampling, scrub, summary, usage_dict
+from ..core.backend import Delta, GenParams, scrub, summary, usage_dict
 from .openai_backend import CLIENT_STATUSES, client_error
-from ..core.prompting import chat_messages, completion_prompt
+from ..core.completions import raw_prompt, refuse_scoring
+from ..core.openai_fields import choice_logprobs, stream_calls, upstream_body
+from ..core.prompting import completion_prompt, native_messages
 
 log = logging.getLogger("conclave.upstream")
 CHECK_S = 30.0
@@ -36,7 +38,13 @@ def _kwargs(expert: Expert, params: GenParams, timeout: float) -> dict:
     kw = {"model": expert.model, "stream": True, "timeout": timeout,
           "num_retries": 0, "max_retries": 0,  # the gateway retries, with its own budget and breaker
           "api_key": os.environ.get(expert.api_key_env, "") if expert.api_key_env else "none",
-          **sampling(expert, params)}
+          **upstream_body(expert, params)}
+    if params.tools:   # litellm would route a request with tools through its MCP bridge (and import mcp)
+        kw["_skip_mcp_handler"] = True
+    if params.user is not None:   # litellm drops user for models outside OpenAI's catalogue: opt in to send it
+        kw["allowed_openai_params"] = ["user"]
+    if "metadata" in kw:   # litellm keeps its own metadata argument for its callbacks: send the client's on
+        kw["extra_body"] = {"metadata": kw.pop("metadata")}
     if expert.api_base:
         kw["api_base"] = expert.api_base
     return kw
@@ -64,11 +72,15 @@ class LiteLLMBackend:
         litellm = _litellm()
         kw = _kwargs(expert, params, self.timeout)
         await self._check(expert)
+        refuse_scoring(expert.name, params, "litellm's text_completion is not asked for them; register the expert "
+                                            "with an OpenAI-compatible model (openai/NAME and an api_base)")
         try:
-            if expert.prompt_style == "completion":
+            if params.raw:   # /v1/completions: the client's prompt verbatim
+                response = await litellm.atext_completion(prompt=raw_prompt(messages), **kw)
+            elif expert.prompt_style == "completion":
                 response = await litellm.atext_completion(prompt=completion_prompt(expert, messages), **kw)
             else:
-                response = await litellm.acompletion(messages=chat_messages(expert, messages),
+                response = await litellm.acompletion(messages=native_messages(expert, messages),
                                                      stream_options={"include_usage": True}, **kw)
             async for delta in _deltas(response):
                 yield delta
@@ -80,6 +92,8 @@ class LiteLLMBackend:
             status = getattr(exc, "status_code", None)
             log.warning("expert %s failed: %s: %s", expert.name, type(exc).__name__, scrub(str(exc), expert)[:4000])
             short = summary(str(exc), expert)
+            if isinstance(exc, litellm.UnsupportedParamsError):   # litellm's 500 for "the provider cannot"
+                raise client_error(expert, 400, None, short) from None
             if isinstance(exc, litellm.ContextWindowExceededError):
                 raise client_error(expert, 400, "context_length_exceeded", short) from None
             if status in CLIENT_STATUSES:
@@ -117,8 +131,18 @@ async def _deltas(response):
         if not chunk.choices:
             continue
         choice = chunk.choices[0]
-        text = getattr(getattr(choice, "delta", None), "content", None) or getattr(choice, "text", None) or ""
-        if text:
-            yield Delta(text)
+        delta = getattr(choice, "delta", None)
+        text = getattr(delta, "content", None) or getattr(choice, "text", None) or ""
+        calls = stream_calls([_plain(c) for c in getattr(delta, "tool_calls", None) or ()])
+        logprobs = choice_logprobs({"logprobs": _plain(getattr(choice, "logprobs", None))})
+        if text or calls or logprobs:
+            yield Delta(text, tool_calls=calls, logprobs=logprobs)
         finish = choice.finish_reason or finish
     yield Delta("", finish, usage or usage_dict(0, 0))
+
+
+def _plain(obj):
+    """litellm's response objects (pydantic models, or dicts) as plain JSON-ready dicts."""
+    if obj is None or isinstance(obj, dict):
+        return obj
+    return obj.model_dump() if hasattr(obj, "model_dump") else dict(obj)

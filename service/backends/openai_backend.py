@@ -25,8 +25,10 @@ from experts_registry.errors import (ConclaveError, ContextLengthExceeded, Exper
 from experts_registry.model import Expert
 from experts_registry.upstream import parse_ip, unsafe_ip
 
-from ..core.backend import Delta, GenParams, looks_like_context_overflow, sampling, scrub, summary, usage_dict
-from ..core.prompting import chat_messages, completion_prompt
+from ..core.backend import Delta, GenParams, looks_like_context_overflow, scrub, summary, usage_dict
+from ..core.completions import from_legacy, raw_fields
+from ..core.openai_fields import choice_logprobs, indexed_calls, stream_calls, upstream_body
+from ..core.prompting import completion_prompt, native_messages
 
 log = logging.getLogger("conclave.upstream")
 _UNSPECIFIED = ipaddress.ip_address("0.0.0.0")   # what an unparsable resolver answer counts as: refused
@@ -45,10 +47,12 @@ def lean_eligible(expert: Expert) -> bool:
 def build_request(expert: Expert, messages: list[dict], params: GenParams) -> tuple[str, dict]:
     """The URL and JSON body litellm would send for this expert (chat or completion style)."""
     base = expert.api_base.rstrip("/")
-    body = {"model": expert.model.partition("/")[2], "stream": params.stream, **sampling(expert, params)}
+    body = {"model": expert.model.partition("/")[2], "stream": params.stream, **upstream_body(expert, params)}
+    if params.raw:   # /v1/completions: the client's prompt verbatim, echo and logprobs passed through
+        return base + "/completions", {**body, **raw_fields(messages, params)}
     if expert.prompt_style == "completion":
         return base + "/completions", {**body, "prompt": completion_prompt(expert, messages)}
-    body["messages"] = chat_messages(expert, messages)
+    body["messages"] = native_messages(expert, messages)
     if params.stream:
         body["stream_options"] = {"include_usage": True}
     return base + "/chat/completions", body
@@ -122,10 +126,10 @@ class OpenAIBackend:
                 if resp.status >= 400:
                     raise await _http_error(expert, resp)
                 if params.stream:
-                    async for delta in _events(expert, resp):
+                    async for delta in _events(expert, resp, params.raw):
                         yield delta
                 else:
-                    yield _whole(json.loads(await resp.read()))
+                    yield _whole(json.loads(await resp.read()), params.raw)
         except ConclaveError:
             raise
         except asyncio.TimeoutError:   # aiohttp's ServerTimeoutError is one too
@@ -208,13 +212,20 @@ def _usage(u: dict | None) -> dict | None:
     return usage_dict(u.get("prompt_tokens") or 0, u.get("completion_tokens") or 0)
 
 
-def _whole(obj: dict) -> Delta:
+def _whole(obj: dict, legacy: bool = False) -> Delta:
+    """The one Delta of a whole answer; ``legacy``: a /completions answer, whose logprobs are kept."""
     choice = obj["choices"][0]
-    text = (choice.get("message") or {}).get("content") or choice.get("text") or ""
-    return Delta(text, choice.get("finish_reason") or "stop", _usage(obj.get("usage")) or usage_dict(0, 0))
+    if legacy:
+        text = choice.get("text") or ""
+        return Delta(text, choice.get("finish_reason") or "stop", _usage(obj.get("usage")) or usage_dict(0, 0),
+                     logprobs=from_legacy(choice.get("logprobs")))
+    message = choice.get("message") or {}
+    text = message.get("content") or choice.get("text") or ""
+    return Delta(text, choice.get("finish_reason") or "stop", _usage(obj.get("usage")) or usage_dict(0, 0),
+                 indexed_calls(message.get("tool_calls")), choice_logprobs(choice))
 
 
-async def _events(expert: Expert, resp):
+async def _events(expert: Expert, resp, legacy: bool = False):
     """Deltas from an SSE body (``data: {...}`` lines, then ``data: [DONE]``); the last carries
     finish_reason and usage. An in-band error event is an UpstreamError."""
     finish, usage = "stop", None
@@ -232,8 +243,13 @@ async def _events(expert: Expert, resp):
                                 expert=expert.name)
         usage = _usage(event.get("usage")) or usage
         for choice in (event.get("choices") or ())[:1]:
-            text = (choice.get("delta") or {}).get("content") or choice.get("text") or ""
-            if text:
-                yield Delta(text)
             finish = choice.get("finish_reason") or finish
+            if legacy:
+                text, calls, logprobs = choice.get("text") or "", None, from_legacy(choice.get("logprobs"))
+            else:
+                delta = choice.get("delta") or {}
+                text = delta.get("content") or choice.get("text") or ""
+                calls, logprobs = stream_calls(delta.get("tool_calls")), choice_logprobs(choice)
+            if text or calls or logprobs:
+                yield Delta(text, tool_calls=calls, logprobs=logprobs)
     yield Delta("", finish, usage or usage_dict(0, 0))

@@ -8,10 +8,11 @@ import json
 import click
 
 from ..core.config import VIRTUAL_AUTO
-from .context import Context, pass_ctx
+from .context import Context, config_option, pass_ctx
 
 
 @click.command()
+@config_option
 @click.argument("prompt")
 @click.option("--model", "-m", default=VIRTUAL_AUTO, show_default=True,
               help=f"An expert name, or {VIRTUAL_AUTO} to let the router choose.")

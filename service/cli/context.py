@@ -3,6 +3,9 @@ gateway), the :class:`Group` that turns Conclave's errors into a one-line messag
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import click
 
 from experts_registry.errors import ConclaveError
@@ -58,3 +61,19 @@ class Context:
 
 
 pass_ctx = click.make_pass_decorator(Context, ensure=True)
+
+
+def _use_config(click_ctx, _param, path) -> None:
+    """``--config FILE``: CONCLAVE_CONFIG for this process and the ones it starts (uvicorn's workers)."""
+    if path:
+        os.environ["CONCLAVE_CONFIG"] = str(Path(path).expanduser().resolve())
+        found = click_ctx.find_object(Context)
+        if found is not None:
+            found._settings = None
+
+
+def config_option(command):
+    """The ``--config FILE`` option (the settings file; CONCLAVE_* variables still override it)."""
+    return click.option("--config", type=click.Path(exists=True, dir_okay=False), expose_value=False,
+                        is_eager=True, callback=_use_config,
+                        help="Settings file (conclave.yaml; as CONCLAVE_CONFIG). CONCLAVE_* variables override it.")(command)

@@ -6,8 +6,11 @@ import sys
 
 import click
 
+from .context import config_option
+
 
 @click.command()
+@config_option
 @click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON (for scripts).")
 @click.option("--smoke", is_flag=True,
               help="Only the llama.cpp build and a few tokens from each bundled expert (what install.sh runs).")

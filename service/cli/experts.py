@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from experts_registry.errors import ConclaveError, ValidationFailed
-from experts_registry.model import BACKENDS, PROMPT_STYLES, Expert
+from experts_registry.model import BACKENDS, CAPABILITIES, PROMPT_STYLES, Expert
 
 from .context import Context, Group, pass_ctx
 
@@ -25,6 +25,7 @@ def experts():
       conclave experts add qwen-remote --backend litellm --model hosted_vllm/qwen \\
           --api-base http://10.0.0.5:8000/v1 --skill math --skill code --params-b 7
       conclave experts ping smollm2
+      conclave experts import litellm-config.yaml --dry-run   # from a LiteLLM proxy config
     """
 
 
@@ -50,6 +51,12 @@ def experts():
 @click.option("--tensor-parallel-size", type=click.IntRange(1), default=1, show_default=True,
               help="vllm: GPUs one engine of this expert spans.")
 @click.option("--enforce-eager", is_flag=True, help="vllm: no CUDA graphs on GPUs (slower decoding; always so on CPU).")
+@click.option("--capability", "--capabilities", "capabilities", multiple=True, metavar="CAP[,CAP]",
+              help="What the expert serves beyond text (repeatable, or comma-separated): tools (function "
+                   "calling), json_schema (JSON mode: response_format), vision (image_url parts), logprobs, "
+                   "reasoning (reasoning_effort); 'none' for none of them. Not given: its backend's default "
+                   "(llamacpp and vllm: json_schema,logprobs; litellm: tools,json_schema,logprobs,reasoning). conclave-auto routes a "
+                   "request only to experts that serve what it asks for.")
 @click.option("--from-json", "from_json", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Read the whole record from a JSON file instead (see 'experts show --json').")
 @click.option("--replace", is_flag=True, help="Overwrite an expert of the same name.")
@@ -64,9 +71,10 @@ def add(ctx: Context, name, backend, model_ref, from_json, replace, convert, **f
     Examples:
       conclave experts add smol-math --backend llamacpp --model bundled:smollm2 \\
           --system-prompt "You are a careful mathematician." --skill math
-      conclave experts add gpt-mini --backend litellm --model openai/gpt-4o-mini --api-key-env OPENAI_API_KEY
+      conclave experts add gpt-mini --backend litellm --model openai/gpt-4o-mini --api-key-env OPENAI_API_KEY \\
+          --capability tools,json_schema,logprobs,vision
       conclave experts add smol-vllm --backend vllm --model bundled:smollm2
-      conclave experts add llama-8b --backend vllm --model /models/Llama-3.1-8B-Instruct \
+      conclave experts add llama-8b --backend vllm --model /models/Llama-3.1-8B-Instruct \\
           --context-length 8192 --memory-mb 30000 --tensor-parallel-size 1
       conclave experts show smollm2 --json > e.json && conclave experts add --from-json e.json --replace
     """
@@ -115,7 +123,29 @@ def _expert_from_options(name, backend, model_ref, fields) -> Expert:
         raise click.UsageError(f"missing {', '.join(missing)} (or give --from-json FILE)")
     fields["stop"] = tuple(fields["stop"])
     fields["skills"] = tuple(s for chunk in fields["skills"] for s in chunk.split(","))
+    fields["capabilities"] = capability_option(fields["capabilities"])
     return Expert(name=name, backend=backend, model=model_ref, **fields)
+
+
+def capability_option(values: tuple[str, ...]) -> tuple[str, ...] | None:
+    """--capability values -> the record's field: None (backend default) when not given, () for 'none'."""
+    caps = [c.strip().lower() for chunk in values for c in chunk.split(",") if c.strip()]
+    if not values:
+        return None
+    if "none" in caps:
+        if len(caps) > 1:
+            raise click.UsageError("--capability none declares no capabilities: give it alone")
+        return ()
+    unknown = [c for c in caps if c not in CAPABILITIES]
+    if unknown:
+        raise click.UsageError(f"unknown capability {unknown[0]!r}: use {', '.join(CAPABILITIES)} or none")
+    return tuple(caps)
+
+
+def capability_text(e: Expert) -> str:
+    """The expert's capabilities as one cell: 'tools,json_schema' or '-'; '(default)' when undeclared."""
+    caps = ",".join(c for c in CAPABILITIES if c in e.supports) or "-"
+    return caps if e.capabilities is not None else f"{caps} (default)"
 
 
 @experts.command("list")
@@ -137,8 +167,9 @@ def list_(ctx: Context, as_json: bool):
                    "(or 'conclave experts add-bundled' for the local ones)")
         return
     rows = [(e.name, e.backend, e.prompt_style, e.model, ",".join(e.skills),
-             "" if e.params_b is None else f"{e.params_b:g}B") for e in records]
-    _table(("NAME", "BACKEND", "STYLE", "MODEL", "SKILLS", "PARAMS"), rows)
+             "" if e.params_b is None else f"{e.params_b:g}B", e.context_length, capability_text(e))
+            for e in records]
+    _table(("NAME", "BACKEND", "STYLE", "MODEL", "SKILLS", "PARAMS", "CONTEXT", "CAPABILITIES"), rows)
 
 
 def _table(header, rows) -> None:
@@ -163,7 +194,9 @@ def show(ctx: Context, name: str, as_json: bool):
         click.echo(json.dumps(expert.to_dict(), indent=2))
         return
     for key, value in expert.to_dict().items():
-        if value not in (None, "", [], ()):
+        if key == "capabilities":
+            click.echo(f"{key:15} {capability_text(expert)}")
+        elif value not in (None, "", [], ()):
             click.echo(f"{key:15} {value}")
 
 

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import click
 
-from .context import Group
+from .context import Group, config_option
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option("0.1.0", prog_name="conclave")
+@config_option
 def main():
     """Conclave: an OpenAI-compatible gateway that answers with whole expert LLMs.
 
@@ -22,8 +23,10 @@ def main():
       conclave chat "What is 2+2?"          # one answer through the routed pipeline
       conclave serve --port 8000            # the HTTP gateway
       conclave doctor                       # check this install (llama.cpp build, experts, store)
+      conclave --config conclave.yaml config show   # the effective settings and where each came from
 
-    Configuration comes from CONCLAVE_* environment variables (see README).
+    Settings come from a file (--config, or CONCLAVE_CONFIG) and CONCLAVE_* environment variables,
+    which override it (docs/configuration.md).
     """
 
 
@@ -31,8 +34,10 @@ def _register_groups() -> None:
     from benchmarks.cli import bench
 
     from .chat import chat
+    from .config import config
     from .doctor import doctor
     from .experts import experts
+    from .experts_import import import_litellm
     from .keys import keys
     from .profile import profile
     from .router import route, router_group
@@ -40,8 +45,9 @@ def _register_groups() -> None:
     from .worker import worker
     from .workers import workers
 
-    for command in (serve, chat, experts, keys, profile, route, router_group, bench, worker, workers, doctor):
+    for command in (serve, chat, experts, keys, profile, route, router_group, bench, worker, workers, doctor, config):
         main.add_command(command)
+    experts.add_command(import_litellm)
 
 
 _register_groups()

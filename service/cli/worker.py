@@ -7,8 +7,11 @@ import os
 
 import click
 
+from .context import config_option
+
 
 @click.command()
+@config_option
 @click.option("--name", default=None, help="Consumer name in the Redis group (default: worker-<pid>); unique per worker.")
 @click.option("--kind", default="llamacpp", show_default=True, type=click.Choice(["llamacpp", "vllm", "fake"]),
               help="Which worker to run: llamacpp, vllm (vLLM engines: run conclave from the venv that has "
@@ -20,7 +23,8 @@ def worker(name, kind, reclaim_ms):
 
     Needs CONCLAVE_REDIS_URL (the same as the gateways', which run with CONCLAVE_SCHED_QUEUE=redis).
     Batch size, wait bound and model budget come from CONCLAVE_SCHED_MAX_BATCH,
-    CONCLAVE_SCHED_MAX_WAIT, CONCLAVE_MAX_LOADED_MODELS and CONCLAVE_WORKER_MEMORY_MB.
+    CONCLAVE_SCHED_MAX_WAIT, CONCLAVE_MAX_LOADED_MODELS and CONCLAVE_WORKER_MEMORY_MB, or from the
+    gateways' settings file (--config conclave.yaml: store.redis_url, scheduler.*).
 
     Example:
 

@@ -35,6 +35,15 @@ class GenParams:
     frequency_penalty: float | None = None
     logit_bias: dict | None = None
     user: str | None = None
+    reasoning_effort: str | None = None
+    metadata: dict | None = None
+    limit_field: str = "max_tokens"   # the name the client gave max_tokens (OpenAI's reasoning models want
+                                      # max_completion_tokens); an OpenAI-compatible upstream gets the same
+    # /v1/completions (service/core/completions.py): the one message is the prompt verbatim (or its token ids),
+    # with no template; ``echo`` puts the prompt (and, with logprobs, its tokens' logprobs) before the answer.
+    # ``top_logprobs`` is then the legacy ``logprobs`` count (0-5).  max_tokens may be 0 with echo (scoring).
+    raw: bool = False
+    echo: bool = False
 
 
 @dataclass
@@ -90,9 +99,10 @@ def usage_dict(prompt_tokens: int, completion_tokens: int) -> dict:
 
 def sampling(expert: Expert, params: GenParams) -> dict:
     """The OpenAI request fields both HTTP clients send: max_tokens, stop (the expert's, then the
-    request's, at most 4), and temperature / top_p / seed when given."""
+    request's, at most 4; a raw prompt gets the request's only: the expert's belong to its template), and
+    temperature / top_p / seed when given."""
     fields: dict = {"max_tokens": params.max_tokens}
-    stop = list(expert.stop) + list(params.stop)
+    stop = ([] if params.raw else list(expert.stop)) + list(params.stop)
     if stop:
         fields["stop"] = stop[:4]
     for name in ("temperature", "top_p", "seed"):

@@ -1,15 +1,22 @@
-"""Settings, read once from the environment (``CONCLAVE_*``) into a frozen value."""
+"""Settings, read once into a frozen value: defaults < ``conclave.yaml`` (CONCLAVE_CONFIG) < ``CONCLAVE_*``.
+
+Each field's ``setting(...)`` names its variable, its group and key in the file and its bounds
+(``config_schema.py``); the file is read by ``config_file.py``.  This is the one place that reads them.
+"""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from experts_registry.errors import ConfigError
 
+from .config_schema import BadValue, Spec, parse_text, setting, specs_of
+
 VIRTUAL_AUTO = "conclave-auto"
 VIRTUAL_MOE = "conclave-moe"
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
 
 def default_home() -> Path:
@@ -20,134 +27,120 @@ def default_home() -> Path:
 
 @dataclass(frozen=True)
 class Settings:
-    home: Path
-    redis_url: str | None = None
-    redis_prefix: str = "conclave:"
-    api_keys: frozenset[str] = field(default_factory=frozenset)
-    max_body_bytes: int = 1_000_000
-    max_messages: int = 256
-    max_tokens_cap: int = 2048
-    default_max_tokens: int = 256
-    expert_timeout: float = 120.0
-    router: str | None = None           # None: 'correct' once trained, else 'tags' (RouterHost.default_name)
-    generalist: str | None = "smollm2"
-    max_loaded_models: int = 2
-    moe_k: int = 3
-    moe_aggregator: str = "vote"
-    aggregator_expert: str | None = None
-    llama_threads: int | None = None
-    admin_keys: frozenset[str] = field(default_factory=frozenset)
-    allow_unsafe_upstreams: bool = False
-    allow_volatile_redis: bool = False   # accept a Redis without AOF/RDB as the registry's store
-    expert_secrets: frozenset[str] = field(default_factory=frozenset)   # env vars HTTP-registered experts may name
-    key_cache_seconds: float = 5.0
-    retries: int = 2
-    keyword_expert: str | None = None
-    keyword_samples: int = 5
-    shutdown_grace: float = 30.0
-    fallbacks: int = 2
-    breaker_failures: int = 3
-    breaker_cooldown: float = 30.0
-    lean_client: bool = True          # OpenAI-compatible litellm experts through the lean aiohttp client
-    expert_cache_seconds: float = 2.0  # how long the gateway reuses an expert record it read by name
-    keepalive_seconds: int = 75        # idle keep-alive connections are closed after this (uvicorn: 5)
-    otel: bool = False                 # FastAPI's native OpenTelemetry (tracing, metrics, logs) on the routes
-    worker_memory_mb: int | None = None
-    sched_workers: int = 1
-    sched_max_batch: int = 8
-    sched_max_wait: float = 10.0
-    sched_queue_per_expert: int = 64
-    sched_queue_total: int = 256
-    sched_reload_gap: float | None = None   # None: the wait bound (one load per expert per batch window)
-    sched_admission: str = "queue"          # "queue": queue-size bounds only; "bound": also refuse past the wait bound
-    sched_queue: str = "local"
-    sched_cluster: str = "affinity"         # Redis queue: "affinity" (placement table, per-expert streams) or "shared"
-    sched_replica_fraction: float = 0.5     # a replica when an expert's queued work per holder > this * max_wait
-    sched_answer_ttl: int = 3600   # seconds the Redis queue keeps answers (exactly-once marks, Idempotency-Key answers)
+    """Every setting: its default, ``CONCLAVE_*`` variable and place in ``conclave.yaml`` (docs/configuration.md)."""
+
+    home: Path = setting(group="store", env="HOME")   # None here: load_settings() puts default_home()
+    host: str = setting("127.0.0.1", group="server", env="HOST")     # conclave serve --host
+    port: int = setting(8000, group="server", env="PORT", minimum=0)
+    workers: int = setting(1, group="server", env="WORKERS")         # uvicorn server processes
+    log_level: str = setting("info", group="server", env="LOG_LEVEL", choices=LOG_LEVELS)
+    shutdown_grace: float = setting(30.0, group="server", env="SHUTDOWN_GRACE", minimum=0)
+    keepalive_seconds: int = setting(75, group="server", env="KEEPALIVE_SECONDS")  # idle keep-alive (uvicorn: 5)
+    otel: bool = setting(False, group="server", env="OTEL")   # FastAPI's native OpenTelemetry on the routes
+    lean_client: bool = setting(True, group="server", env="LEAN_CLIENT")   # OpenAI-compatible litellm experts: aiohttp
+    expert_cache_seconds: float = setting(2.0, group="server", env="EXPERT_CACHE_SECONDS", minimum=0)
+    allow_unsafe_upstreams: bool = setting(False, group="server", env="ALLOW_UNSAFE_UPSTREAMS")
+    redis_url: str | None = setting(None, group="store", env="REDIS_URL", secret=True)
+    redis_prefix: str = setting("conclave:", group="store", env="REDIS_PREFIX")
+    allow_volatile_redis: bool = setting(False, group="store", env="ALLOW_VOLATILE_REDIS")  # Redis without AOF/RDB
+    router: str | None = setting(None, group="router", env="ROUTER", key="name")  # None: 'correct' once trained
+    generalist: str | None = setting("smollm2", group="router", env="GENERALIST")
+    keyword_expert: str | None = setting(None, group="router", env="KEYWORD_EXPERT")
+    keyword_samples: int = setting(5, group="router", env="KEYWORD_SAMPLES")
+    retries: int = setting(2, group="router", env="RETRIES", minimum=0)
+    fallbacks: int = setting(2, group="router", env="FALLBACKS", minimum=0)
+    breaker_failures: int = setting(3, group="router", env="BREAKER_FAILURES")
+    breaker_cooldown: float = setting(30.0, group="router", env="BREAKER_COOLDOWN", minimum=0)
+    moe_k: int = setting(3, group="aggregation", env="MOE_K", key="k")
+    moe_aggregator: str = setting("vote", group="aggregation", env="MOE_AGGREGATOR", key="aggregator")
+    aggregator_expert: str | None = setting(None, group="aggregation", env="AGGREGATOR_EXPERT", key="expert")
+    max_body_bytes: int = setting(1_000_000, group="limits", env="MAX_BODY_BYTES")
+    max_messages: int = setting(256, group="limits", env="MAX_MESSAGES")
+    max_tokens_cap: int = setting(2048, group="limits", env="MAX_TOKENS_CAP")
+    default_max_tokens: int = setting(256, group="limits", env="DEFAULT_MAX_TOKENS")
+    expert_timeout: float = setting(120.0, group="limits", env="EXPERT_TIMEOUT", minimum=0.001)
+    api_keys: frozenset[str] = setting(group="keys", env="API_KEYS", secret=True, factory=frozenset)
+    admin_keys: frozenset[str] = setting(group="keys", env="ADMIN_KEYS", secret=True, factory=frozenset)
+    key_cache_seconds: float = setting(5.0, group="keys", env="KEY_CACHE_SECONDS", key="cache_seconds", minimum=0)
+    # env vars HTTP-registered experts may name as api_key_env
+    expert_secrets: frozenset[str] = setting(group="keys", env="EXPERT_SECRETS", factory=frozenset)
+    max_loaded_models: int = setting(2, group="scheduler", env="MAX_LOADED_MODELS")
+    worker_memory_mb: int | None = setting(None, group="scheduler", env="WORKER_MEMORY_MB")
+    llama_threads: int | None = setting(None, group="scheduler", env="LLAMA_THREADS")
+    # vLLM GPU worker: pinned host memory for level-1 sleepers (None: half the memory available at start)
+    vllm_host_memory_mb: float | None = setting(None, group="scheduler", env="VLLM_HOST_MEMORY_MB", minimum=0)
+    vllm_max_sleeping: int = setting(4, group="scheduler", env="VLLM_MAX_SLEEPING", minimum=0)   # then shut down
+    sched_workers: int = setting(1, group="scheduler", env="SCHED_WORKERS", key="workers")
+    sched_max_batch: int = setting(8, group="scheduler", env="SCHED_MAX_BATCH", key="max_batch")
+    sched_max_wait: float = setting(10.0, group="scheduler", env="SCHED_MAX_WAIT", key="max_wait", minimum=0.001)
+    sched_queue_per_expert: int = setting(64, group="scheduler", env="SCHED_QUEUE_PER_EXPERT", key="queue_per_expert")
+    sched_queue_total: int = setting(256, group="scheduler", env="SCHED_QUEUE_TOTAL", key="queue_total")
+    # None: the wait bound (one load per expert per batch window)
+    sched_reload_gap: float | None = setting(None, group="scheduler", env="SCHED_RELOAD_GAP", key="reload_gap",
+                                             minimum=0)
+    # "queue": queue-size bounds only; "bound": also refuse past the wait bound
+    sched_admission: str = setting("queue", group="scheduler", env="SCHED_ADMISSION", key="admission",
+                                   choices=("queue", "bound"))
+    sched_queue: str = setting("local", group="scheduler", env="SCHED_QUEUE", key="queue", choices=("local", "redis"))
+    # Redis queue: "affinity" (placement table, per-expert streams) or "shared"
+    sched_cluster: str = setting("affinity", group="scheduler", env="SCHED_CLUSTER", key="cluster",
+                                 choices=("affinity", "shared"))
+    # a replica when an expert's queued work per holder > this * max_wait
+    sched_replica_fraction: float = setting(0.5, group="scheduler", env="SCHED_REPLICA_FRACTION",
+                                            key="replica_fraction", minimum=0.001)
+    # seconds the Redis queue keeps answers (exactly-once marks, Idempotency-Key answers)
+    sched_answer_ttl: int = setting(3600, group="scheduler", env="SCHED_ANSWER_TTL", key="answer_ttl", minimum=60)
+    ui_decisions: int = setting(200, group="server", env="UI_DECISIONS", minimum=0)   # dashboard's decision ring
+    ui_show_prompts: bool = setting(False, group="server", env="UI_SHOW_PROMPTS")   # else a keyed hash + length
 
     def with_(self, **changes) -> "Settings":
         return replace(self, **changes)
 
 
-def _choice(env, name: str, options: tuple[str, ...]) -> str:
-    raw = env.get(name) or options[0]
-    if raw not in options:
-        raise ConfigError(f"{name} must be one of {', '.join(options)} (got {raw!r})")
-    return raw
-
-
-def _number(env, name: str, default, cast=int, minimum=1):
-    raw = env.get(name)
-    if raw in (None, ""):
-        return default
-    try:
-        value = cast(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be {'an integer' if cast is int else 'a number'} (got {raw!r})") from None
-    if value < minimum:
-        raise ConfigError(f"{name} must be >= {minimum} (got {value})")
-    return value
-
-
-def _keys(raw: str) -> frozenset[str]:
-    return frozenset(k.strip() for k in raw.split(",") if k.strip())
-
-
-def _sched_queue(env) -> str:
-    queue = env.get("CONCLAVE_SCHED_QUEUE", "local") or "local"
-    if queue not in ("local", "redis"):
-        raise ConfigError(f"CONCLAVE_SCHED_QUEUE must be 'local' or 'redis' (got {queue!r})")
-    if queue == "redis" and not env.get("CONCLAVE_REDIS_URL"):
-        raise ConfigError("CONCLAVE_SCHED_QUEUE=redis needs CONCLAVE_REDIS_URL")
-    return queue
+def specs() -> tuple[Spec, ...]:
+    """The schema: one row per setting (variable, group and key in the file, bounds)."""
+    return specs_of(Settings)
 
 
 def load_settings(env: dict | None = None) -> Settings:
+    """Defaults, then the file named by CONCLAVE_CONFIG (if any), then CONCLAVE_* variables."""
+    return resolve_settings(env)[0]
+
+
+def resolve_settings(env=None) -> tuple[Settings, dict[str, str]]:
+    """The settings and where each came from: ``default``, ``file:PATH`` or ``env:NAME``."""
     env = os.environ if env is None else env
-    home = Path(env["CONCLAVE_HOME"]).expanduser() if env.get("CONCLAVE_HOME") else default_home()
-    return Settings(
-        home=home,
-        redis_url=env.get("CONCLAVE_REDIS_URL") or None,
-        redis_prefix=env.get("CONCLAVE_REDIS_PREFIX", "conclave:"),
-        api_keys=_keys(env.get("CONCLAVE_API_KEYS", "")),
-        max_body_bytes=_number(env, "CONCLAVE_MAX_BODY_BYTES", 1_000_000),
-        max_messages=_number(env, "CONCLAVE_MAX_MESSAGES", 256),
-        max_tokens_cap=_number(env, "CONCLAVE_MAX_TOKENS_CAP", 2048),
-        default_max_tokens=_number(env, "CONCLAVE_DEFAULT_MAX_TOKENS", 256),
-        expert_timeout=_number(env, "CONCLAVE_EXPERT_TIMEOUT", 120.0, float, 0.001),
-        router=env.get("CONCLAVE_ROUTER") or None,
-        generalist=env.get("CONCLAVE_GENERALIST", "smollm2") or None,
-        max_loaded_models=_number(env, "CONCLAVE_MAX_LOADED_MODELS", 2),
-        moe_k=_number(env, "CONCLAVE_MOE_K", 3),
-        moe_aggregator=env.get("CONCLAVE_MOE_AGGREGATOR", "vote"),
-        aggregator_expert=env.get("CONCLAVE_AGGREGATOR_EXPERT") or None,
-        llama_threads=_number(env, "CONCLAVE_LLAMA_THREADS", None),
-        admin_keys=_keys(env.get("CONCLAVE_ADMIN_KEYS", "")),
-        allow_unsafe_upstreams=env.get("CONCLAVE_ALLOW_UNSAFE_UPSTREAMS", "") in ("1", "true", "yes"),
-        allow_volatile_redis=env.get("CONCLAVE_ALLOW_VOLATILE_REDIS", "") in ("1", "true", "yes"),
-        expert_secrets=_keys(env.get("CONCLAVE_EXPERT_SECRETS", "")),
-        key_cache_seconds=_number(env, "CONCLAVE_KEY_CACHE_SECONDS", 5.0, float, 0.0),
-        retries=_number(env, "CONCLAVE_RETRIES", 2, int, 0),
-        keyword_expert=env.get("CONCLAVE_KEYWORD_EXPERT") or None,
-        keyword_samples=_number(env, "CONCLAVE_KEYWORD_SAMPLES", 5),
-        shutdown_grace=_number(env, "CONCLAVE_SHUTDOWN_GRACE", 30.0, float, 0.0),
-        fallbacks=_number(env, "CONCLAVE_FALLBACKS", 2, int, 0),
-        breaker_failures=_number(env, "CONCLAVE_BREAKER_FAILURES", 3),
-        breaker_cooldown=_number(env, "CONCLAVE_BREAKER_COOLDOWN", 30.0, float, 0.0),
-        lean_client=env.get("CONCLAVE_LEAN_CLIENT", "1") not in ("0", "false", "no", "off"),
-        expert_cache_seconds=_number(env, "CONCLAVE_EXPERT_CACHE_SECONDS", 2.0, float, 0.0),
-        keepalive_seconds=_number(env, "CONCLAVE_KEEPALIVE_SECONDS", 75),
-        otel=env.get("CONCLAVE_OTEL", "") in ("1", "true", "yes", "on"),
-        worker_memory_mb=_number(env, "CONCLAVE_WORKER_MEMORY_MB", None),
-        sched_workers=_number(env, "CONCLAVE_SCHED_WORKERS", 1),
-        sched_max_batch=_number(env, "CONCLAVE_SCHED_MAX_BATCH", 8),
-        sched_max_wait=_number(env, "CONCLAVE_SCHED_MAX_WAIT", 10.0, float, 0.001),
-        sched_queue_per_expert=_number(env, "CONCLAVE_SCHED_QUEUE_PER_EXPERT", 64),
-        sched_queue_total=_number(env, "CONCLAVE_SCHED_QUEUE_TOTAL", 256),
-        sched_reload_gap=_number(env, "CONCLAVE_SCHED_RELOAD_GAP", None, float, 0),
-        sched_admission=_choice(env, "CONCLAVE_SCHED_ADMISSION", ("queue", "bound")),
-        sched_queue=_sched_queue(env),
-        sched_cluster=_choice(env, "CONCLAVE_SCHED_CLUSTER", ("affinity", "shared")),
-        sched_replica_fraction=_number(env, "CONCLAVE_SCHED_REPLICA_FRACTION", 0.5, float, 0.001),
-        sched_answer_ttl=_number(env, "CONCLAVE_SCHED_ANSWER_TTL", 3600, int, 60),
-    )
+    rows = specs()
+    values, sources = _from_file(env.get("CONCLAVE_CONFIG"), rows, env)
+    for spec in rows:
+        raw = env.get(spec.env)
+        if raw or (raw == "" and spec.optional and spec.kind == "str"):   # empty text: 'none'
+            try:
+                values[spec.name] = parse_text(spec, raw)
+            except BadValue as exc:
+                raise ConfigError(f"{spec.env} {exc.reason}") from None
+            sources[spec.name] = f"env:{spec.env}"
+    values.setdefault("home", None)
+    if values["home"] is None:
+        values["home"] = default_home()
+    settings = Settings(**values)
+    _check_together(settings, sources)
+    return settings, {s.name: sources.get(s.name, "default") for s in rows}
+
+
+def _from_file(path: str | None, rows, env) -> tuple[dict, dict]:
+    if not path:
+        return {}, {}
+    from .config_file import read_config
+
+    found = read_config(path, rows, env)
+    if found.errors:
+        n = len(found.errors)
+        raise ConfigError(found.errors[0] + (f" (and {n - 1} more: conclave config validate {path})" if n > 1 else ""))
+    return found.values, found.sources
+
+
+def _check_together(s: Settings, sources: dict[str, str]) -> None:
+    if s.sched_queue == "redis" and not s.redis_url:
+        raise ConfigError(f"the Redis queue (scheduler.queue: redis, from {sources.get('sched_queue', 'default')}) "
+                          "needs a Redis: set store.redis_url or CONCLAVE_REDIS_URL")

@@ -1,7 +1,14 @@
-"""Prometheus metrics of one gateway (its own registry, so tests and apps never share counters)."""
+"""Prometheus metrics of one gateway (its own registry, so tests and apps never share counters).
+
+Under ``conclave serve --workers N`` (PROMETHEUS_MULTIPROC_DIR set before the processes start) the
+counters, histograms and the in-flight gauge live in prometheus-client's per-process files, and
+:meth:`Metrics.render` sums every process's (``MultiProcessCollector``); the scheduler and placement
+collectors, read at scrape time, are added from the process that answers the scrape.
+"""
 
 from __future__ import annotations
 
+import os
 from typing import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -14,7 +21,8 @@ class Metrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
         self.requests = Counter("conclave_requests", "HTTP requests by route and status", ["route", "status"], registry=r)
-        self.inflight = Gauge("conclave_inflight_requests", "HTTP requests in progress", ["route"], registry=r)
+        self.inflight = Gauge("conclave_inflight_requests", "HTTP requests in progress", ["route"], registry=r,
+                              multiprocess_mode="livesum")
         self.latency = Histogram("conclave_request_seconds", "HTTP request latency", ["route"], buckets=BUCKETS, registry=r)
         self.expert_calls = Counter("conclave_expert_calls", "Calls to experts by outcome", ["expert", "outcome"], registry=r)
         self.expert_latency = Histogram("conclave_expert_seconds", "Time an expert took to answer", ["expert"],
@@ -31,6 +39,8 @@ class Metrics:
                                   "a stored answer), conflict (same key, other body)", ["outcome"], registry=r)
 
         self._children: dict[tuple, object] = {}
+        self.multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+        self.watched = CollectorRegistry()   # the scrape-time collectors, again: added to the processes' sum
 
     def child(self, metric, *labels):
         """``metric.labels(*labels)``, looked up once: label values on the request path are few (routes,
@@ -51,17 +61,34 @@ class Metrics:
     def watch_schedulers(self, source: Callable[[], dict[str, dict]]) -> None:
         """Export scheduler snapshots (``{kind: SchedStats.snapshot()}``), read at scrape time."""
         if not getattr(self, "_watching", False):
-            self.registry.register(_SchedulerCollector(source))
+            self._watch(_SchedulerCollector(source))
             self._watching = True
 
     def watch_placement(self, source: Callable[[], dict]) -> None:
         """Export the cluster's placement table (``placement.report()``), read at scrape time."""
         if not getattr(self, "_watching_placement", False):
-            self.registry.register(_PlacementCollector(source))
+            self._watch(_PlacementCollector(source))
             self._watching_placement = True
 
+    def _watch(self, collector) -> None:
+        self.registry.register(collector)
+        self.watched.register(collector)
+
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        if not self.multiprocess:
+            return generate_latest(self.registry)
+        from prometheus_client import multiprocess
+
+        summed = CollectorRegistry()
+        multiprocess.MultiProcessCollector(summed)
+        return generate_latest(summed) + generate_latest(self.watched)
+
+    def close(self) -> None:
+        """This process stops: its in-flight gauge leaves the sum (the counters stay counted)."""
+        if self.multiprocess:
+            from prometheus_client import multiprocess
+
+            multiprocess.mark_process_dead(os.getpid())
 
 
 class _SchedulerCollector:

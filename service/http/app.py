@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse, Response
 from experts_registry import offer_bundled, open_store
 from experts_registry.errors import ConclaveError, ModelNotFound
 
-from ..backends import BackendPool
+from ..backends import BackendPool, shared_backends
 from ..core.config import Settings, load_settings
 from ..core.protocol import ChatRequest
 from ..core.redis_retry import require_persistence
@@ -22,24 +22,27 @@ from ..pipeline.gateway import VIRTUAL_MODELS, Gateway
 from .admin import admin_routes
 from .auth import Authenticator, Principal, require_admin
 from .chat import ChatHandler
+from .completions import completion_routes
 from .errors import install_error_handlers
 from .fastpath import ChatFastPath
 from .middleware import AuthAndLimits
 from .ratelimit import RateLimiter
 from .shutdown import MARGIN_S, on_shutdown_signal
+from .ui import install_ui
 
 log = logging.getLogger("conclave.app")
 READY_TIMEOUT_S = 2.0
 
 
 def create_app(settings: Settings | None = None, gateway: Gateway | None = None,
-               fast_path: bool = True) -> FastAPI:
+               fast_path: bool = True, shared: bool = False) -> FastAPI:
+    """The app; ``shared``: one of several server processes, which load no model (``shared_backends``)."""
     settings = settings or load_settings()
     if gateway is None:
         store = open_store(settings.home, settings.redis_url, settings.redis_prefix)
         check_store_durable(store, settings)
         offer_bundled(store)
-        gateway = Gateway(settings, store, BackendPool(settings))
+        gateway = Gateway(settings, store, BackendPool(settings, shared_backends(settings) if shared else None))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -58,6 +61,7 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None,
         yield
         restore()
         await gateway.backends.close()
+        gateway.metrics.close()
 
     # FastAPI's native OpenTelemetry checks the global providers on every request (8 us here, even when
     # none is configured): on only when asked for (CONCLAVE_OTEL); Prometheus metrics are always on
@@ -77,7 +81,9 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None,
         app.add_middleware(ChatFastPath, handler=handler, metrics=gateway.metrics)
     app.add_middleware(AuthAndLimits, settings=settings, metrics=gateway.metrics, auth=auth)
     _routes(app, gateway, auth, handler)
+    app.include_router(completion_routes(gateway, handler.limiter))   # /v1/completions, same limits as chat
     app.include_router(admin_routes(gateway, settings))
+    install_ui(app, gateway, settings, auth, handler)
     return app
 
 
@@ -188,3 +194,8 @@ async def _redis_answers(url: str) -> bool:
 def create_app_from_env() -> FastAPI:
     """Factory for ``uvicorn --factory`` (used by ``conclave serve``)."""
     return create_app(load_settings())
+
+
+def create_shared_app_from_env() -> FastAPI:
+    """Factory of each process of ``conclave serve --workers N`` (N > 1)."""
+    return create_app(load_settings(), shared=True)

@@ -3,21 +3,18 @@ and the FastAPI route that describes it (``service/http/app.py``)."""
 
 from __future__ import annotations
 
-import json
-import logging
 from typing import Mapping
 
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from experts_registry.errors import ConclaveError, InvalidRequest
+from experts_registry.errors import InvalidRequest
 
 from ..core.idempotency import ticket_for
 from ..core.protocol import ChatRequest, chunk_body, completion_body, new_id
 from ..pipeline.gateway import Gateway
 from .auth import Principal
 from .ratelimit import RateLimiter
-
-log = logging.getLogger("conclave.app")
+from .sse import relayed, sse
 
 
 class ChatHandler:
@@ -41,7 +38,8 @@ class ChatHandler:
             return await _stream(self.gw, req, who, spend, ticket, limits)
         routed, gen = await self.gw.complete(req, allowed=who.models, ticket=ticket)
         await spend(gen.usage)
-        body = completion_body(new_id(), routed.expert.name, gen.text, gen.finish_reason, gen.usage, routed.info())
+        body = completion_body(new_id(), routed.expert.name, gen.text, gen.finish_reason, gen.usage, routed.info(),
+                               gen.tool_calls, gen.logprobs)
         return JSONResponse(body, headers={**_headers(routed), **limits})
 
 
@@ -54,36 +52,35 @@ async def _stream(gw: Gateway, req: ChatRequest, who: Principal, spend, ticket=N
         first = None
     rid, model, info = new_id(), routed.expert.name, routed.info()
 
+    def event_of(delta):
+        if delta.text or delta.tool_calls or delta.logprobs:
+            return chunk_body(rid, model, _delta_body(delta), None, {"expert": model}, logprobs=delta.logprobs)
+        return None
+
     async def events():
-        usage, finish = None, "stop"
         yield _sse(chunk_body(rid, model, {"role": "assistant", "content": ""}, None, info))
-        try:
-            delta = first
-            while delta is not None:
-                if delta.text:
-                    yield _sse(chunk_body(rid, model, {"content": delta.text}, None, {"expert": model}))
-                usage, finish = delta.usage or usage, delta.finish_reason or finish
-                delta = await anext(it, None)
-        except ConclaveError as exc:
-            yield _sse(exc.to_body())   # in-band error, and no [DONE]: never a silent truncation
+        state: dict = {}
+        async for line in relayed(first, it, event_of, spend, model, state):
+            yield line
+        if not state["ok"]:
             return
-        except Exception:
-            log.exception("stream from %s broke", model)
-            yield _sse(ConclaveError("internal error while streaming").to_body())
-            return
-        finally:
-            await it.aclose()   # the client left or the stream ended: stop the expert
-            await spend(usage)
-        yield _sse(chunk_body(rid, model, {}, finish, {"expert": model}))
-        if req.include_usage() and usage:
-            yield _sse({**chunk_body(rid, model, {}, None, {"expert": model}), "choices": [], "usage": usage})
+        yield _sse(chunk_body(rid, model, {}, state["finish"], {"expert": model}))
+        if req.include_usage() and state["usage"]:
+            yield _sse({**chunk_body(rid, model, {}, None, {"expert": model}), "choices": [], "usage": state["usage"]})
         yield "data: [DONE]\n\n"
 
     return StreamingResponse(events(), media_type="text/event-stream", headers={**_headers(routed), **(limits or {})})
 
 
-def _sse(obj: dict) -> str:
-    return f"data: {json.dumps(obj, separators=(',', ':'))}\n\n"
+def _delta_body(delta) -> dict:
+    """A chunk's ``delta``: the text, and tool-call pieces in OpenAI's streamed shape (with ``index``)."""
+    body = {"content": delta.text} if delta.text or not delta.tool_calls else {}
+    if delta.tool_calls:
+        body["tool_calls"] = delta.tool_calls
+    return body
+
+
+_sse = sse
 
 
 def _headers(routed) -> dict:

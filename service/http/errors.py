@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from experts_registry.errors import (ConclaveError, DependencyUnavailable, InvalidRequest, NotFound, RateLimited,
-                                     ShuttingDown, UpstreamError, UserError, ValidationFailed)
+                                     ShuttingDown, UpstreamError, UserError)
 
 from ..core.metrics import Metrics
 from ..core.redis_retry import is_redis_down, unavailable
@@ -51,16 +51,37 @@ def from_validation(exc: RequestValidationError) -> UserError:
 
 
 def from_errors(errors: list) -> UserError:
-    """A pydantic/FastAPI validation error list as one OpenAI-style client error."""
+    """A pydantic/FastAPI validation error list as one OpenAI-style client error: 400
+    ``invalid_request_error`` whose ``param`` names the field as OpenAI does (``messages[0].role``)."""
     if any(e.get("type") == "json_invalid" for e in errors):
         return InvalidRequest("the request body is not valid JSON", code="invalid_json")
     first = errors[0] if errors else {}
-    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
-    param = ".".join(loc) or None
+    param = param_path(first.get("loc", ()))
     msg = first.get("msg", "invalid request")
-    if not loc and first.get("type") in ("missing", "model_attributes_type", "model_type", "dict_type"):
+    if not param and first.get("type") in ("missing", "model_attributes_type", "model_type", "dict_type"):
         return InvalidRequest("the request body must be a JSON object", code="invalid_body")
-    return ValidationFailed(f"{param or 'body'}: {msg}", param=param)
+    if first.get("type") == "extra_forbidden":
+        return InvalidRequest(f"Unrecognized request argument supplied: {param}", param=param,
+                              code="unknown_parameter")
+    code = "invalid_type" if first.get("type", "").endswith(("_type", "_parsing")) else "invalid_value"
+    same = [e.get("msg") for e in errors if param_path(e.get("loc", ())) == param]   # a union: every member's
+    msg = " or ".join(dict.fromkeys(m[0].lower() + m[1:] if i else m for i, m in enumerate(same) if m)) or msg
+    return InvalidRequest(f"{param or 'body'}: {msg}", param=param, code=code)
+
+
+def param_path(loc) -> str | None:
+    """``("body", "messages", 0, "content", "str")`` as ``messages[0].content``: list indexes in brackets,
+    the names pydantic gives the members of a union (``str``, ``list[str]``, ...) left out."""
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif part != "body" and part.isidentifier() and part not in _TYPE_NAMES:
+            path += ("." if path else "") + part
+    return path or None
+
+
+_TYPE_NAMES = {"str", "int", "float", "bool", "list", "dict", "none", "literal"}
 
 
 def response_for(exc: Exception, metrics: Metrics) -> JSONResponse:

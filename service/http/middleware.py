@@ -18,9 +18,11 @@ from ..core.metrics import Metrics
 from ..core.redis_retry import is_redis_down, unavailable
 from .auth import Authenticator
 from .errors import error_headers
+from .ui import REALM, browser_authorization, is_ui
 
 OPEN_PATHS = {"/health", "/health/liveness", "/health/readiness", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}  # the API description is public
-KNOWN_ROUTES = {"/v1/chat/completions", "/v1/models", "/health", "/health/liveness", "/health/readiness", "/metrics"}
+KNOWN_ROUTES = {"/v1/chat/completions", "/v1/completions", "/ui/api/chat", "/v1/models", "/health", "/health/liveness",
+                "/health/readiness", "/metrics"}
 REQUEST_ID = re.compile(rb"^[\x21-\x7e]{1,200}$")   # a client's own x-request-id, if it is sane
 
 
@@ -35,7 +37,8 @@ class AuthAndLimits:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         t0, status = time.perf_counter(), [500]
-        route = scope["path"] if scope["path"] in KNOWN_ROUTES else ("/admin" if scope["path"].startswith("/admin/") else "other")
+        path = scope["path"]
+        route = path if path in KNOWN_ROUTES else route_label(path)
         rid = request_id(scope)
 
         async def send_wrapped(message):
@@ -51,7 +54,8 @@ class AuthAndLimits:
                 self._authorise(scope)
                 receive = await self._bounded_body(scope, receive)
             except ConclaveError as exc:  # nothing was sent yet: answer here
-                return await _send_error(send_wrapped, exc, self.metrics)
+                challenge = REALM if is_ui(scope["path"]) else b"Bearer"   # a browser asks for a Basic key
+                return await _send_error(send_wrapped, exc, self.metrics, challenge)
             except Exception as exc:  # the key store (Redis) does not answer: 503, not a 500
                 if not is_redis_down(exc):
                     raise
@@ -67,7 +71,10 @@ class AuthAndLimits:
         if scope["path"] in OPEN_PATHS:
             return
         header = dict(scope["headers"]).get(b"authorization")
-        scope["conclave.principal"] = self.auth.authenticate(header.decode("latin-1") if header else None)
+        value = header.decode("latin-1") if header else None
+        if scope["path"].startswith("/ui") and is_ui(scope["path"]):
+            value = browser_authorization(value)
+        scope["conclave.principal"] = self.auth.authenticate(value)
 
     async def _bounded_body(self, scope, receive):
         if scope["method"] not in ("POST", "PUT", "PATCH"):
@@ -90,6 +97,13 @@ class AuthAndLimits:
         return _replay([{"type": "http.request", "body": b"".join(chunks), "more_body": False}], receive)
 
 
+def route_label(path: str) -> str:
+    """The ``route`` label of the request metrics for a path outside KNOWN_ROUTES: its area."""
+    if path.startswith("/admin/"):
+        return "/admin"
+    return "/ui" if is_ui(path) else "other"
+
+
 def request_id(scope) -> bytes:
     """The client's ``x-request-id`` when it sent a sane one, else a new one; set on every response."""
     theirs = dict(scope["headers"]).get(b"x-request-id")
@@ -110,12 +124,12 @@ def _replay(messages, then=None):
     return receive
 
 
-async def _send_error(send, exc: ConclaveError, metrics: Metrics) -> None:
+async def _send_error(send, exc: ConclaveError, metrics: Metrics, challenge: bytes = b"Bearer") -> None:
     metrics.errors.labels(exc.type).inc()
     body = json.dumps(exc.to_body()).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     headers += [(k.lower().encode(), v.encode()) for k, v in error_headers(exc).items()]
     if isinstance(exc, AuthenticationError):
-        headers.append((b"www-authenticate", b"Bearer"))
+        headers.append((b"www-authenticate", challenge))
     await send({"type": "http.response.start", "status": exc.status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

@@ -18,7 +18,7 @@ from aggregators.base import Candidate, Final
 from experts_registry.errors import ConclaveError, InvalidRequest
 from experts_registry.model import Expert
 
-from ..backends import Delta, GenParams, collect, usage_dict
+from ..backends import Delta, GenParams, Generation, collect, usage_dict
 
 
 @dataclass
@@ -47,15 +47,21 @@ def aggregator(name: str):
 async def ask_all(call, experts: list[tuple[Expert, float]], messages: list[dict],
                   params: GenParams) -> tuple[list[Candidate], dict]:
     """Every expert at once; ``call(expert, messages, params)`` is the gateway's guarded stream."""
+    results = await ask_each(call, experts, messages, params)
+    return [c for c, _ in results], add_usage(*(g.usage for _, g in results if g is not None))
+
+
+async def ask_each(call, experts: list[tuple[Expert, float]], messages: list[dict],
+                   params: GenParams) -> list[tuple[Candidate, Generation | None]]:
+    """Every expert at once: each one's Candidate and whole Generation (None when it failed)."""
     async def one(expert: Expert, score: float):
         try:
             gen = await collect(call(expert, messages, params))
-            return Candidate(expert.name, gen.text, score), gen.usage
+            return Candidate(expert.name, gen.text, score), gen
         except ConclaveError as exc:
-            return Candidate(expert.name, "", score, error=exc.message), {}
+            return Candidate(expert.name, "", score, error=exc.message), None
 
-    results = await asyncio.gather(*(one(e, s) for e, s in experts))
-    return [c for c, _ in results], add_usage(*(u for _, u in results))
+    return list(await asyncio.gather(*(one(e, s) for e, s in experts)))
 
 
 def add_usage(*usages: dict) -> dict:

@@ -23,13 +23,16 @@ from ..backends import BackendPool, Delta, GenParams, Generation, collect
 from ..core.config import VIRTUAL_AUTO, VIRTUAL_MOE, Settings
 from ..core.idempotency import Ticket
 from ..core.metrics import Metrics
+from ..core.openai_fields import request_fields
 from ..core.protocol import ChatRequest
-from . import fanout
+from . import capabilities, fanout, honoured
 from .adaptive import ask_until_clear, weighted_plan
 from .aggregator_profile import best_aggregator, load_aggregator_profile
+from .decisions import DecisionLog
 from .keywords import extract_keywords
 from .reliability import Breakers, backoff_delay
-from .routing import RouterHost
+from .routing import DEFAULT_UNTRAINED, RouterHost
+from .structured import ask_and_vote, structured
 
 VIRTUAL_MODELS = {
     VIRTUAL_AUTO: "routes each request to the best expert with the configured router",
@@ -45,11 +48,14 @@ class Routed:
     with_candidates: bool = False
     failed: dict[str, str] = field(default_factory=dict)   # experts that failed before a fallback
     pool: dict[str, Expert] = field(default_factory=dict, repr=False)   # the experts it was routed among
+    excluded: dict[str, str] = field(default_factory=dict)   # experts that cannot serve it, and why
 
     def info(self) -> dict:
         info = {"expert": self.expert.name}
         if self.decision is not None:
             info["route"] = self.decision.to_dict()
+            if self.excluded:
+                info["route"]["excluded"] = self.excluded
         if self.aggregation is not None:
             info["aggregation"] = self.aggregation.info(self.with_candidates)
         if self.failed:
@@ -65,39 +71,61 @@ class Gateway:
         self.metrics = metrics or Metrics()
         self.breakers = Breakers(settings.breaker_failures, settings.breaker_cooldown)
         self.routers = RouterHost(settings)
+        self.decisions = DecisionLog(settings.ui_decisions, settings.ui_show_prompts)   # for the dashboard
         self.draining = False   # SIGTERM came: /health/readiness fails so load balancers move on
 
     async def resolve(self, req: ChatRequest, allowed: tuple[str, ...] = ()) -> Routed:
         if req.model in VIRTUAL_MODELS:
             return await self.route(req, allowed)
         try:
-            return Routed(self.store.get(req.model), None)
+            expert = self.store.get(req.model)
         except ExpertNotFound:
             raise ModelNotFound(f"the model {req.model!r} does not exist: GET /v1/models lists the experts "
                                 f"and the virtual models {', '.join(VIRTUAL_MODELS)}", param="model") from None
+        capabilities.check_expert(expert, capabilities.needs(req))
+        return Routed(expert, None)
 
-    async def route(self, req: ChatRequest, allowed: tuple[str, ...] = ()) -> Routed:
-        """Route over the registered experts (only those in ``allowed``, when the key is restricted)."""
+    async def route(self, req: ChatRequest, allowed: tuple[str, ...] = (), record: bool = True) -> Routed:
+        """Route over the registered experts (only those in ``allowed``, when the key is restricted).
+        ``record=False``: a preview (the dashboard's playground), neither counted nor kept."""
         opts = req.conclave
         text = req.prompt_text()
         if not text.strip():
             raise InvalidRequest("the prompt is empty: a routed request needs a user message with text",
                                  param="messages")
-        candidates = [e for e in self.store.list() if not allowed or e.name in allowed]
-        if not candidates:
+        pool = [e for e in self.store.list() if not allowed or e.name in allowed]
+        if not pool:
             raise PermissionDenied("none of the experts this API key may use is registered", param="model")
+        wants = capabilities.needs(req)   # only experts that can serve the request are candidates
+        candidates, excluded = capabilities.serviceable(pool, wants)
+        if not candidates:
+            raise capabilities.refuse_none(pool, wants)
         k = opts.k if opts and opts.k else (self.settings.moe_k if req.model == VIRTUAL_MOE else 1)
         k = AUTO if k == "auto" else k
         name = (opts.router if opts else None) or self.routers.default_name()
-        decision = await self.routers.route(name, text, candidates, k, await self._keywords(name, text))
+        decision = await self._route_among(name, text, candidates, k, excluded, await self._keywords(name, text))
         by_name = {e.name: e for e in candidates}
         chosen = decision.experts[0]
         if chosen not in by_name:
             raise ConfigError(f"router {decision.router!r} chose {chosen!r}, which is not registered: "
                               "retrain the router or register the expert")
-        self.metrics.routed.labels(decision.router, chosen).inc()
+        if record:
+            self.metrics.routed.labels(decision.router, chosen).inc()
+            self.decisions.record(decision, text, req.model, time.time())
         return Routed(by_name[chosen], decision, with_candidates=bool(opts and opts.return_candidates),
-                      pool=by_name)
+                      pool=by_name, excluded=excluded)
+
+    async def _route_among(self, name: str, text: str, candidates, k, excluded: dict, keywords: dict) -> Decision:
+        """Route among the experts that can serve the request.  When the capability filter left only
+        experts a trained router never saw, it cannot rank them: the untrained 'declared' router does."""
+        try:
+            return await self.routers.route(name, text, candidates, k, keywords)
+        except ConfigError:
+            if not excluded or name == DEFAULT_UNTRAINED:
+                raise
+        decision = await self.routers.route(DEFAULT_UNTRAINED, text, candidates, k)
+        return replace(decision, reason=f"the {name} router knows none of the experts that can serve this "
+                                        f"request; {decision.reason}")
 
     async def _keywords(self, router: str, text: str) -> dict:
         """Symbolic-MoE's LLM keyword extraction, when configured (CONCLAVE_KEYWORD_EXPERT) for skills."""
@@ -120,7 +148,8 @@ class Gateway:
             raise InvalidRequest(f"too many messages ({len(req.messages)} > {self.settings.max_messages})",
                                  param="messages")
         return GenParams(max_tokens=wanted or self.settings.default_max_tokens, temperature=req.temperature,
-                         top_p=req.top_p, stop=tuple(req.stop or ()), seed=req.seed, stream=req.stream)
+                         top_p=req.top_p, stop=tuple(req.stop or ()), seed=req.seed, stream=req.stream,
+                         **request_fields(req))
 
     async def open_stream(self, req: ChatRequest, allowed: tuple[str, ...] = (),
                           ticket: Ticket | None = None) -> tuple[Routed, AsyncIterator[Delta]]:
@@ -132,7 +161,7 @@ class Gateway:
             return Routed(rec.expert, rec.route and Decision.from_dict(rec.route)), self._resumed(queue, ticket, rec)
         routed = await self.resolve(req, allowed)
         params = self.params(req)
-        messages = [{"role": m.role, "content": m.text()} for m in req.messages]
+        messages = [m.wire() for m in req.messages]   # content parts, tool turns and tool_calls kept
         if routed.decision is not None and (routed.decision.k > 1 or routed.decision.stopping is not None):
             return await self._aggregate(req, routed, messages, params)
         ticket = ticket if queue is not None else None
@@ -193,8 +222,11 @@ class Gateway:
         circuit breaker, retried (before the first token only) on retryable upstream errors."""
         breaker = self.breakers.get(expert.name)
         mine = await self._admitted(expert.name, breaker)
+        chunks = self._attempts(expert, messages, params, ticket, breaker)
+        if honoured.needs_check(params):   # a field the expert ignored is an error, not a different answer
+            chunks = honoured.checked(expert, params, chunks)
         try:
-            async for delta in self._attempts(expert, messages, params, ticket, breaker):
+            async for delta in chunks:
                 yield delta
         finally:
             breaker.release(mine)   # a trial that ended without a verdict hands over to the next caller
@@ -224,7 +256,7 @@ class Gateway:
                 first = await anext(it, None)
             except UpstreamError as exc:
                 if not exc.retryable or attempt == self.settings.retries:
-                    if breaker.failure(time.monotonic()):  # one failure per call, retries included
+                    if breaker.failure(time.monotonic(), exc.message):  # one failure per call, retries included
                         self.metrics.breaker_trips.labels(expert.name).inc()
                     raise
                 self.metrics.retries.labels(expert.name).inc()
@@ -256,6 +288,11 @@ class Gateway:
         decision = routed.decision
         by_name = {e.name: e for e in self.store.list()}
         experts = [(by_name[c.expert], c.score) for c in decision.choices[: decision.k] if c.expert in by_name]
+        chosen = opts.aggregator if opts and opts.aggregator else "vote"   # the default one gives way to a vote
+        if structured(params, chosen, decision.stopping is not None):   # tools / JSON mode (structured.py)
+            routed.aggregation, winner, answer = await ask_and_vote(self.call, experts, messages, params)
+            routed.expert = by_name[winner]
+            return routed, answer
         if decision.stopping is not None:
             return await self._adaptive(routed, experts, messages, params)
         candidates, usage = await fanout.ask_all(self.call, experts, messages, params)

@@ -30,6 +30,8 @@ class Breaker:
     opened_at: float | None = None
     trial: bool = False
     trial_done: asyncio.Event | None = field(default=None, repr=False)
+    last_error: str | None = None          # the newest failure's message, and when (monotonic): the dashboard
+    last_error_at: float | None = None
 
     def check(self, expert: str, now: float) -> tuple[asyncio.Event | None, asyncio.Event | None]:
         """(mine, wait): ``wait`` is an Event to wait on while another call is the half-open trial; else
@@ -57,9 +59,10 @@ class Breaker:
         self.failures, self.opened_at = 0, None
         self._end_trial()
 
-    def failure(self, now: float) -> bool:
+    def failure(self, now: float, message: str | None = None) -> bool:
         """Count a failure; True when this one opened (or re-opened) the breaker."""
         self.failures += 1
+        self.last_error, self.last_error_at = message, now
         self._end_trial()
         if self.failures >= self.threshold:
             self.opened_at = now
@@ -83,6 +86,21 @@ class Breakers:
         if expert not in self.by_expert:
             self.by_expert[expert] = Breaker(self.threshold, self.cooldown)
         return self.by_expert[expert]
+
+    def state(self, expert: str, now: float) -> dict:
+        """The breaker of ``expert`` as the dashboard shows it: closed, open (seconds left) or half-open."""
+        b = self.by_expert.get(expert)
+        if b is None:
+            return {"state": "closed", "failures": 0}
+        out: dict = {"state": "closed", "failures": b.failures}
+        if b.opened_at is not None:
+            left = b.cooldown - (now - b.opened_at)
+            out["state"] = "open" if left > 0 else "half-open"
+            if left > 0:
+                out["retry_in_s"] = round(left, 1)
+        if b.last_error is not None and b.last_error_at is not None:
+            out["last_error"], out["last_error_age_s"] = b.last_error, round(now - b.last_error_at, 1)
+        return out
 
     def open_experts(self, now: float | None = None) -> list[str]:
         now = time.monotonic() if now is None else now

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import time
 from contextlib import suppress
 
 from experts_registry.errors import ConclaveError
@@ -50,7 +49,7 @@ class _Registered:
         self.placement.beat(self.stats.snapshot(), self.worker.loaded(), self.worker.tiers())
 
     def _beat_loop(self) -> None:
-        while not self.stop.wait(min(1.0, self.reclaim_ms / 3000)):
+        while not self.finished.wait(min(1.0, self.reclaim_ms / 3000)):
             try:
                 self.placement.beat(self.stats.snapshot(), self.worker.loaded(), self.worker.tiers())
             except Exception as exc:  # a missed beat is retried; a worker never dies of its heartbeat
@@ -106,6 +105,7 @@ class AffinityWorkerLoop(_Registered, RedisWorkerLoop):
                 if not busy:
                     self.stop.wait(POLL_S)
         finally:
+            self.finished.set()
             with suppress(Exception):
                 self.placement.leave(self.worker.loaded())
             self.worker.close()
@@ -200,7 +200,7 @@ class AffinityWorkerLoop(_Registered, RedisWorkerLoop):
 
     def _heartbeat(self) -> None:
         """Keep the jobs this worker holds from looking abandoned (XCLAIM resets their idle time)."""
-        while not self.stop.wait(self.reclaim_ms / 3000):
+        while not self.finished.wait(self.reclaim_ms / 3000):
             with self._lock:
                 by_stream: dict[str, list] = {}
                 for seq, h in self.held.items():

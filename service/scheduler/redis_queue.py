@@ -37,8 +37,8 @@ import uuid
 from contextlib import suppress
 from dataclasses import asdict, dataclass
 
-from experts_registry.errors import (ContextLengthExceeded, DependencyUnavailable, ExpertUnavailable, RateLimited, ShuttingDown,
-                                     UpstreamError)
+from experts_registry.errors import (ContextLengthExceeded, DependencyUnavailable, ExpertUnavailable, InvalidRequest,
+                                     RateLimited, ShuttingDown, UpstreamError)
 from experts_registry.model import Expert
 
 from ..core.backend import Delta, GenParams, merge_tool_calls
@@ -105,7 +105,8 @@ class Recorded:
 
 
 class RedisFront:
-    """The gateway side: ``stream`` enqueues a job and waits for its one answer."""
+    """The gateway side: ``stream`` enqueues a job and yields its deltas as a worker publishes them
+    (``params.stream``), or its one answer once it is whole."""
 
     def __init__(self, url: str, prefix: str, queue_total: int = 256, answer_ttl: int = 3600):
         self.url, self.keys, self.queue_total, self.answer_ttl = url, keys(prefix), queue_total, answer_ttl
@@ -213,6 +214,8 @@ class RedisFront:
         if "error" in answer:
             if rid is not None:
                 await r.eval(FORGET, 1, self.keys["request"] + rid, job_id)
+            if answer.get("code") == "invalid_request":   # the caller's mistake, found by the worker: a 400
+                raise InvalidRequest(answer["error"], param=answer.get("param"))
             raise ERRORS.get(answer.get("code"), UpstreamError)(answer["error"], expert=expert)
         return answer
 
@@ -318,7 +321,8 @@ def _deltas(answer: dict) -> list[Delta]:
 
 def answer_payload(deltas: list, error: BaseException | None) -> str:
     if error is not None:
-        return json.dumps({"error": getattr(error, "message", str(error)), "code": getattr(error, "code", None)})
+        return json.dumps({"error": getattr(error, "message", str(error)), "code": getattr(error, "code", None),
+                           "param": getattr(error, "param", None)})
     calls: dict[int, dict] = {}
     for d in deltas:
         merge_tool_calls(calls, d.tool_calls or ())

@@ -48,6 +48,8 @@ class RedisWorkerLoop:
         self.held: dict[int, tuple[bytes, dict, Expert, list, object]] = {}  # seq -> (entry id, fields, ...)
         self.stats = SchedStats()
         self.stop = threading.Event()
+        self.finished = threading.Event()   # set when run() returns: heartbeats go on while a stopping worker
+                                            # finishes its batch (else its jobs, streams included, run again)
         self._seq = itertools.count(1)
         self._publish = self.r.register_script(PUBLISH)
         self._lock = threading.Lock()
@@ -58,17 +60,20 @@ class RedisWorkerLoop:
         self._create_group()
         threading.Thread(target=self._heartbeat, daemon=True).start()
         outage = Outage(log, f"worker {self.name}")
-        while not self.stop.is_set():
-            try:
-                self._step()
-            except Exception as exc:  # Redis went away: wait, reconnect, re-create what a restart lost
-                if not (is_redis_down(exc) or "NOGROUP" in str(exc)):
-                    raise
-                self.stop.wait(outage.failed(exc))
-                with suppress(Exception):
-                    self._create_group()
-                continue
-            outage.recovered()
+        try:
+            while not self.stop.is_set():
+                try:
+                    self._step()
+                except Exception as exc:  # Redis went away: wait, reconnect, re-create what a restart lost
+                    if not (is_redis_down(exc) or "NOGROUP" in str(exc)):
+                        raise
+                    self.stop.wait(outage.failed(exc))
+                    with suppress(Exception):
+                        self._create_group()
+                    continue
+                outage.recovered()
+        finally:
+            self.finished.set()
         self.worker.close()
 
     def _step(self) -> None:
@@ -143,12 +148,13 @@ class RedisWorkerLoop:
             run = self.runs.pop(job.id, None)
             if run is not None:
                 with suppress(Exception):
-                    self.tokens.close(run)
+                    self.tokens.close(run, drop=job.cancel.is_set())
 
     def _finish(self, job: Job, stream_key: str | None = None) -> None:
         entry_id, fields = self.held[job.id][:2]
         if job.cancel.is_set():
             log.info("job %s withdrawn (its client left) or answered before: no answer", fields["id"])
+            self.stats.count("cancelled")
         else:
             self._answer(fields, self.runs[job.id])
         key = stream_key or self.keys["jobs"]
@@ -171,7 +177,7 @@ class RedisWorkerLoop:
 
     def _heartbeat(self) -> None:
         """Keep the jobs this worker holds from looking abandoned (XCLAIM resets their idle time)."""
-        while not self.stop.wait(self.reclaim_ms / 3000):
+        while not self.finished.wait(self.reclaim_ms / 3000):
             with self._lock:
                 ids = [h[0] for h in self.held.values()]
             if ids:

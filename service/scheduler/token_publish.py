@@ -3,9 +3,9 @@
 ``TokenPublisher`` runs one thread per worker process.  A job's sink hands its deltas to it (a list
 append under a lock: the generating thread never waits for Redis); the thread writes them as entries of
 the job's token stream, one pipeline for every job with news: the first delta of a job at once (time to
-first token), later ones at most every ``every_s`` (20 ms), so a fast engine costs a few round trips
-per second instead of one per token.  The same pipelines renew each streaming attempt's lease and, for
-every job of the batch, check its cancel and done keys at most every ``check_s``: a client that left
+first token), later ones at most every ``every_s`` (20 ms), so a fast engine's tokens take at most
+50 pipelines a second for all its jobs together (plus one per job's first token), not one per token.  The same pipelines renew each streaming attempt's lease and, for
+every job of the batch, check its cancel and done keys every ``check_s`` (100 ms): a client that left
 (or an answer already published by another attempt) stops the generation at its next token.  A failed
 write keeps the deltas and is retried with the same ``n`` (the gateway skips what it already has);
 ``close`` writes what is left from the caller's thread before the answer is published.
@@ -75,14 +75,15 @@ class TokenPublisher:
             self._cond.notify_all()
         return run
 
-    def close(self, run: Run) -> int:
-        """Write what is left of ``run`` (raises if Redis is away) and forget it; the deltas sent."""
+    def close(self, run: Run, drop: bool = False) -> int:
+        """Write what is left of ``run`` (unless ``drop``: a cancelled job; raises if Redis is away) and
+        forget it; the deltas sent."""
         with self._cond:
             run.closing = True
             while run.busy:
                 self._cond.wait()
             self.runs.pop(run.job_id, None)
-            rest = list(run.pending)
+            rest = [] if drop else list(run.pending)
             run.pending.clear()
         if rest:
             p = self.r.pipeline(transaction=False)

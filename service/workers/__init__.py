@@ -6,7 +6,6 @@ imports (llama_cpp, vllm) happen inside the factories, never at import time.  Ma
 
 from __future__ import annotations
 
-import os
 from typing import Callable
 
 from ..core.config import Settings
@@ -21,15 +20,13 @@ def _llamacpp(settings: Settings, name: str = "llamacpp-0") -> Worker:
 
 
 def _vllm(settings: Settings, name: str = "vllm-0") -> Worker:
-    """CONCLAVE_VLLM_HOST_MEMORY_MB: pinned host memory for level-1 sleepers (default: half of the memory
-    available at start); CONCLAVE_VLLM_MAX_SLEEPING: sleeping engines kept (default 4)."""
     from .prefetch import host_free_mb
     from .vllm_worker import VllmWorker   # imports no vllm: that happens on the first load
 
-    host = os.environ.get("CONCLAVE_VLLM_HOST_MEMORY_MB")
+    host = settings.vllm_host_memory_mb      # None: half of the memory available at start
     return VllmWorker(settings.home, max_models=settings.max_loaded_models, memory_mb=settings.worker_memory_mb,
-                      name=name, host_memory_mb=float(host) if host else 0.5 * (host_free_mb() or 0.0),
-                      max_sleeping=int(os.environ.get("CONCLAVE_VLLM_MAX_SLEEPING", "4")))
+                      name=name, host_memory_mb=host if host is not None else 0.5 * (host_free_mb() or 0.0),
+                      max_sleeping=settings.vllm_max_sleeping)
 
 
 WORKERS: dict[str, Callable[..., Worker]] = {"llamacpp": _llamacpp, "vllm": _vllm}

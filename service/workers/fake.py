@@ -16,6 +16,7 @@ from experts_registry.errors import ExpertUnavailable
 from experts_registry.model import Expert
 
 from ..core.backend import Delta, usage_dict
+from ..core.prompting import text_of
 from .base import Job, Worker
 
 log = logging.getLogger("conclave.worker")
@@ -54,7 +55,7 @@ class FakeWorker(Worker):
             if job.cancel.is_set():
                 continue
             time.sleep(self.gen_s)
-            last = next((m["content"] for m in reversed(job.messages) if m["role"] == "user"), "")
+            last = next((text_of(m) for m in reversed(job.messages) if m["role"] == "user"), "")
             self._words(job, f"{expert.name}: {last}".split(" "))
 
     def _words(self, job: Job, words: list[str]) -> None:

