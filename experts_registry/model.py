@@ -41,6 +41,8 @@ class Expert:
     path or ``bundled:<id>``; for ``litellm`` a litellm model string such as
     ``hosted_vllm/qwen`` or ``openai/gpt-4o-mini``.  Secrets are never stored:
     ``api_key_env`` names the environment variable that holds the key.
+    ``vllm`` experts: ``model`` is ``bundled:<id>``, a GGUF file or a Hugging Face model folder
+    (config.json + safetensors); ``tensor_parallel_size`` and ``enforce_eager`` shape the engine.
     For ``completion`` experts (base models) each turn is rendered with
     ``template`` and ``system_prompt`` is the preamble placed before the turns
     (instructions or few-shot examples).
@@ -62,6 +64,8 @@ class Expert:
     memory_mb: int | None = None
     description: str = ""
     capabilities: tuple[str, ...] | None = None   # None: the backend's default (DEFAULT_CAPABILITIES)
+    tensor_parallel_size: int = 1     # vllm: GPUs one engine spans
+    enforce_eager: bool = False       # vllm: no CUDA graphs (always so on CPU)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "stop", tuple(self.stop))
@@ -135,6 +139,11 @@ def validate(e: Expert) -> None:
         value = getattr(e, attr)
         if value is not None and (not isinstance(value, (int, float)) or value < 0):
             raise ValidationFailed(f"{attr} must be a non-negative number", param=attr)
+    if isinstance(e.tensor_parallel_size, bool) or not isinstance(e.tensor_parallel_size, int) \
+            or e.tensor_parallel_size < 1:
+        raise ValidationFailed("tensor_parallel_size must be an integer >= 1", param="tensor_parallel_size")
+    if not isinstance(e.enforce_eager, bool):
+        raise ValidationFailed("enforce_eager must be true or false", param="enforce_eager")
     if not isinstance(e.context_length, int) or e.context_length < 64:
         raise ValidationFailed("context_length must be an integer >= 64", param="context_length")
     _validate_capabilities(e)

@@ -116,6 +116,21 @@ def test_an_expert_no_live_worker_can_host_is_503_at_enqueue_but_waits_with_no_w
         asyncio.run(ask())
 
 
+@pytest.mark.real
+def test_a_vllm_expert_with_only_llamacpp_workers_live_is_503_naming_the_worker_kind(redis_prefix):
+    from experts_registry.errors import ExpertUnavailable
+    from experts_registry.model import Expert
+    from service.backends import GenParams, collect
+    from service.scheduler.redis_queue import RedisFront
+
+    _placement(redis_prefix, "llama").register("llamacpp", 1, None)
+    front = RedisFront(REDIS_URL, redis_prefix)
+    vllm = Expert(name="v", backend="vllm", model="bundled:smollm2")
+    with pytest.raises(ExpertUnavailable, match="none of the 1 live workers runs vllm experts: start `conclave "
+                                                "worker --kind vllm`"):
+        asyncio.run(collect(front.stream(vllm, [{"role": "user", "content": "x"}], GenParams())))
+
+
 # -- real processes -----------------------------------------------------------------------------
 
 def start(name: str, prefix: str, home, **env) -> subprocess.Popen:

@@ -60,3 +60,17 @@ def test_admission_keeps_p99_within_the_bound_past_capacity_and_refuses_the_rest
 def test_admission_refuses_nothing_when_the_load_is_light():
     arrivals = workload(600, experts=16, rate=0.15, seed=5)
     assert simulate(BatchPolicy(32, 120, 120), arrivals, COST, 1, admission=True).rejected == 0
+
+
+def test_sleep_tiers_wake_from_host_memory_and_beat_a_full_reload():
+    from benchmarks.perf.cluster_sim import simulate_cluster
+
+    arrivals = workload(300, experts=12, rate=0.3, seed=4)
+    tiers, reload = PROFILES["vllm-tiers"], PROFILES["vllm-restart"]      # the same engines, no sleep mode
+    res = simulate(BatchPolicy(32, 600, 600), arrivals, tiers, 1)
+    assert len(res.latencies) == 300 and sum(res.tier_loads.values()) == res.loads
+    assert res.tier_loads["disk"] == len({e for _, e in arrivals})          # each expert's first load is cold
+    assert res.tier_loads.get("sleep1", 0) > 0 and res.tier_loads.get("sleep2", 0) > 0   # 4 slots for 12 experts
+    assert res.makespan < simulate(BatchPolicy(32, 600, 600), arrivals, reload, 1).makespan
+    aff = simulate_cluster("affinity", arrivals, tiers, 2, 32, 600)
+    assert len(aff.latencies) == 300 and aff.tier_loads.get("sleep1", 0) + aff.tier_loads.get("sleep2", 0) > 0

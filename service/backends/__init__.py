@@ -82,9 +82,12 @@ class BackendPool:
 
     def kind_for(self, expert: Expert) -> str:
         """Which backend serves ``expert``: the lean client for OpenAI-compatible litellm experts
-        (when it is on and in this pool), else the record's own kind."""
+        (when it is on and in this pool); with the Redis queue, its front for vllm experts too (a
+        ``conclave worker --kind vllm`` serves them); else the record's own kind."""
         if self.settings.lean_client and "openai" in self.factories and lean_eligible(expert):
             return "openai"
+        if expert.backend == "vllm" and self.settings.sched_queue == "redis":
+            return "llamacpp"   # the Redis queue's one front carries both; `conclave worker --kind` picks
         return expert.backend
 
     def for_expert(self, expert: Expert) -> Backend:

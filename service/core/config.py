@@ -67,6 +67,9 @@ class Settings:
     max_loaded_models: int = setting(2, group="scheduler", env="MAX_LOADED_MODELS")
     worker_memory_mb: int | None = setting(None, group="scheduler", env="WORKER_MEMORY_MB")
     llama_threads: int | None = setting(None, group="scheduler", env="LLAMA_THREADS")
+    # vLLM GPU worker: pinned host memory for level-1 sleepers (None: half the memory available at start)
+    vllm_host_memory_mb: float | None = setting(None, group="scheduler", env="VLLM_HOST_MEMORY_MB", minimum=0)
+    vllm_max_sleeping: int = setting(4, group="scheduler", env="VLLM_MAX_SLEEPING", minimum=0)   # then shut down
     sched_workers: int = setting(1, group="scheduler", env="SCHED_WORKERS", key="workers")
     sched_max_batch: int = setting(8, group="scheduler", env="SCHED_MAX_BATCH", key="max_batch")
     sched_max_wait: float = setting(10.0, group="scheduler", env="SCHED_MAX_WAIT", key="max_wait", minimum=0.001)

@@ -13,7 +13,9 @@ unless a replica is wanted.  The rules, in order:
    best-scoring one), at no load cost.
 3. **Switch by score.**  Otherwise the worker may load an expert that nobody holds (or a *hot*
    one, below) with the highest ``score = min(n, max_batch) / max_batch + age / max_wait``, the
-   same score as ``BatchPolicy``.  With a free slot it loads at once.  With no free slot it evicts
+   same score as ``BatchPolicy``, less the expert's switch cost over ``max_wait`` (its tier's
+   measured cost on this worker when given: an expert asleep in host memory costs less to serve
+   than one on disk, so it goes first among equals).  With a free slot it loads at once.  With no free slot it evicts
    one of its idle experts only when that costs no reload later: the idle expert is *cold* (no
    arrival for ``cold_after`` seconds) or the candidate is *urgent* (its oldest request reaches
    ``urgent_at`` = max(max_wait / 2, 0.9 max_wait - load_s - (min(n, max_batch) + max_batch) gen_s):
@@ -113,9 +115,15 @@ class AffinityPolicy:
         return max(0.5 * self.max_wait, 0.9 * self.max_wait - work)
 
     def decide(self, view: ClusterView, me: str, loaded: list[str], max_models: int = 1,
-               gen_s: float = 0.0, load_s: float = 0.0, can_host=lambda expert: True) -> list[Choice]:
-        """This worker's choices, best first (an empty list: nothing to do now)."""
+               gen_s: float = 0.0, load_s: float = 0.0, can_host=lambda expert: True,
+               switch_s: dict[str, float] | None = None) -> list[Choice]:
+        """This worker's choices, best first (an empty list: nothing to do now).  ``switch_s``: this worker's
+        seconds to serve an expert from the tier it is in (vLLM sleep tiers); others cost ``load_s``."""
         self.observe(view)
+        costs = switch_s or {}
+
+        def cost(e: str) -> float:
+            return costs.get(e, load_s)
         now, queues = view.now, {e: q for e, q in view.queues.items() if q.pending > 0}
         others = {e: {w for w in hs if w != me} for e, hs in view.holders.items()}
         mine = [e for e in loaded if e in queues]
@@ -141,11 +149,12 @@ class AffinityPolicy:
         for e in sorted(mine, key=lambda e: -self.score(queues[e], now)):
             out.append(Choice(e, False, False, "held"))
         def urgent(e: str) -> bool:
-            return now - queues[e].oldest >= self.urgent_at(queues[e], gen_s, load_s)
+            return now - queues[e].oldest >= self.urgent_at(queues[e], gen_s, cost(e))
 
         cands = [e for e in queues if open_(e)[0]
                  and (now - view.loaded_at.get(e, -1e18) >= self.reload_gap or urgent(e))]
-        cands.sort(key=lambda e: (open_(e)[1], -self.score(queues[e], now), -queues[e].pending, queues[e].oldest))
+        cands.sort(key=lambda e: (open_(e)[1], -self.score(queues[e], now) + cost(e) / self.max_wait,
+                                  -queues[e].pending, queues[e].oldest))
         for e in cands:
             replica = open_(e)[1]
             if free:

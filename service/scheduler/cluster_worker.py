@@ -46,12 +46,12 @@ class _Registered:
     def _register(self) -> None:
         self.placement = Placement(self.r, self.prefix, self.name, self.reclaim_ms)
         self.placement.register(self.kind, self.worker.max_models, self.worker.memory_mb)
-        self.placement.beat(self.stats.snapshot(), self.worker.loaded())
+        self.placement.beat(self.stats.snapshot(), self.worker.loaded(), self.worker.tiers())
 
     def _beat_loop(self) -> None:
         while not self.finished.wait(min(1.0, self.reclaim_ms / 3000)):
             try:
-                self.placement.beat(self.stats.snapshot(), self.worker.loaded())
+                self.placement.beat(self.stats.snapshot(), self.worker.loaded(), self.worker.tiers())
             except Exception as exc:  # a missed beat is retried; a worker never dies of its heartbeat
                 if not is_redis_down(exc):           # an outage is logged once by the main loop
                     log.exception("heartbeat of %s failed", self.name)
@@ -116,19 +116,30 @@ class AffinityWorkerLoop(_Registered, RedisWorkerLoop):
         view = self.placement.view()
         gen_s, load_s = self.stats.means()
         choices = self.affinity.decide(view, self.name, self.worker.loaded(), self.worker.max_models,
-                                       gen_s or 0.0, load_s, self._can_host)
-        for choice in choices:
+                                       gen_s or 0.0, load_s, self._can_host, self.worker.switch_costs())
+        for i, choice in enumerate(choices):
             if choice.load and not self.placement.claim(choice.expert, choice.replica,
                                                         len(view.holders.get(choice.expert, {}))):
                 continue
             if choice.load:
                 log.info("worker %s loads %s (%s%s)", self.name, choice.expert, choice.reason,
                          ", replica" if choice.replica else "")
+            self._prefetch(choices[i + 1:])
             if self._serve_choice(choice, view.now):
                 return True
             if choice.load:
                 self.placement.release(choice.expert)
         return False
+
+    def _prefetch(self, later: list[Choice]) -> None:
+        """While this batch runs, move the next expert this worker would load up one tier (see prefetch)."""
+        nxt = next((c for c in later if c.load), None)
+        expert = self._expert(nxt.expert) if nxt else None
+        if expert is not None:
+            with suppress(Exception):   # a prefetch is an optimisation: never a reason to fail a batch
+                move = self.worker.prefetch(expert)
+                if move:
+                    log.info("worker %s prefetches %s (-> %s)", self.name, expert.name, move)
 
     def _can_host(self, name: str) -> bool:
         expert = self._expert(name)

@@ -133,11 +133,14 @@ class LocalScheduler:
                 t.start()
                 self._threads.append(t)
 
+    def _next(self, worker: Worker, index: int) -> Pick | None:
+        return self.policy.next(worker.loaded(), self.clock(), index, worker.switch_costs())
+
     def _run(self, worker: Worker, index: int) -> None:
         while True:
             with self._cond:
                 pick = None
-                while not self._stopping and (pick := self.policy.next(worker.loaded(), self.clock(), index)) is None:
+                while not self._stopping and (pick := self._next(worker, index)) is None:
                     self._cond.wait(self._idle_wait())
                 if self._stopping:
                     return

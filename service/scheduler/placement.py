@@ -7,7 +7,7 @@
     {base}experts            hash expert -> its JSON (what a worker needs to load it)
     {base}arrived, last      hashes expert -> requests queued so far, the newest one's arrival (ms)
     {base}workers            set of worker names that ever registered
-    {base}worker:{name}      hash: kind, max_models, memory_mb, started, beat, stats (JSON)
+    {base}worker:{name}      hash: kind, max_models, memory_mb, started, beat, stats, holds, tiers (JSON)
     {base}alive:{name}       exists while the worker heart-beats (PX = its reclaim time)
     {base}holders:{expert}   hash worker -> "loading" | "loaded": the placement table
     {base}loaded_at          hash expert -> when it was last claimed for a load (ms; the reload gap)
@@ -126,19 +126,25 @@ return 1
 """
 
 # ARGV: base, expert memory MB (or ''), intake key.  {queued jobs, live workers, of which can host it}
+# ARGV: base, the expert's memory_mb, intake stream, its backend.  {queued jobs, live workers, live workers
+# of a kind that runs the backend (the scripted "fake" runs any), those of them with the memory for it}
 ADMIT = """
-local base, mb = ARGV[1], tonumber(ARGV[2])
+local base, mb, backend = ARGV[1], tonumber(ARGV[2]), ARGV[4]
 local total = redis.call('XLEN', ARGV[3])
 for _, name in ipairs(redis.call('HKEYS', base .. 'experts')) do total = total + redis.call('XLEN', base .. 'q:' .. name) end
-local live, fit = 0, 0
+local live, kinded, fit = 0, 0, 0
 for _, w in ipairs(redis.call('SMEMBERS', base .. 'workers')) do
   if redis.call('EXISTS', base .. 'alive:' .. w) == 1 then
     live = live + 1
-    local cap = tonumber(redis.call('HGET', base .. 'worker:' .. w, 'memory_mb') or '')
-    if mb == nil or cap == nil or mb <= cap then fit = fit + 1 end
+    local kind = redis.call('HGET', base .. 'worker:' .. w, 'kind') or ''
+    if backend == nil or backend == '' or kind == backend or kind == 'fake' or kind == '' or kind == 'unknown' then
+      kinded = kinded + 1
+      local cap = tonumber(redis.call('HGET', base .. 'worker:' .. w, 'memory_mb') or '')
+      if mb == nil or cap == nil or mb <= cap then fit = fit + 1 end
+    end
   end
 end
-return {total, live, fit}
+return {total, live, kinded, fit}
 """
 
 
@@ -179,11 +185,13 @@ class Placement:
         p.set(self.base + "alive:" + self.name, 1, px=self.ttl_ms)
         p.execute()
 
-    def beat(self, stats: dict, holds: list[str]) -> None:
+    def beat(self, stats: dict, holds: list[str], tiers: dict | None = None) -> None:
+        """``tiers``: expert -> {tier, switch_s, cost_s per tier, ...} for workers with tiers (vLLM)."""
         p = self.r.pipeline()
         p.set(self.base + "alive:" + self.name, 1, px=self.ttl_ms)
         p.hset(self.base + "worker:" + self.name, mapping={"beat": time.time(), "stats": json.dumps(stats),
-                                                           "holds": json.dumps(holds)})
+                                                           "holds": json.dumps(holds),
+                                                           "tiers": json.dumps(tiers or {})})
         p.expire(self.base + "worker:" + self.name, 86400)
         p.execute()
 
@@ -249,6 +257,7 @@ def report(r, prefix: str) -> dict:
                     "max_models": int(info.get("max_models") or 1),
                     "memory_mb": int(info["memory_mb"]) if info.get("memory_mb") else None,
                     "holds": json.loads(info.get("holds") or "[]"),
+                    "tiers": json.loads(info.get("tiers") or "{}"),
                     "loads": stats.get("loads_by_expert", {}), "unloads": stats.get("unloads_by_expert", {}),
                     "jobs": stats.get("jobs", 0), "busy_s": round(stats.get("load_seconds", 0) + stats.get(
                         "generate_seconds", 0) + stats.get("unload_seconds", 0), 3)})

@@ -134,7 +134,11 @@ class BatchPolicy:
         q = self.queues[expert]
         return min(len(q), self.max_batch) / self.max_batch + (now - q[0].at) / self.max_wait
 
-    def next(self, loaded: list[str], now: float, worker: int = 0) -> Pick | None:
+    def next(self, loaded: list[str], now: float, worker: int = 0,
+             switch_s: dict[str, float] | None = None) -> Pick | None:
+        """``switch_s``: the worker's seconds to serve an expert from the tier it is in (vLLM sleep tiers;
+        an expert it does not list costs as much as the dearest it does): a switch prefers, among
+        equally pressing experts, the cheaper one (its score less its switch cost over ``max_wait``)."""
         self.homes[worker] = tuple(loaded)
         ready = [e for e, q in self.queues.items() if q and (e in loaded or not self.claims[e])]
         if not ready:
@@ -155,8 +159,11 @@ class BatchPolicy:
         if not ready:
             return None
         elsewhere = {e for w, homes in self.homes.items() if w != worker for e in homes}
-        best = max(ready, key=lambda e: (e not in elsewhere, self.score(e, now), self.pending(e),
-                                         -self.queues[e][0].at))
+        costs = switch_s or {}
+        dearest = max(costs.values(), default=0.0)
+        best = max(ready, key=lambda e: (e not in elsewhere,
+                                         self.score(e, now) - costs.get(e, dearest) / self.max_wait,
+                                         self.pending(e), -self.queues[e][0].at))
         return self._take(best, loaded, "score", now=now)
 
     def _take(self, expert: str, loaded: list[str], reason: str, limit: int | None = None,
@@ -175,7 +182,8 @@ class BatchPolicy:
 class FcfsPolicy(BatchPolicy):
     """First come, first served, one request per pick: per-request model switching."""
 
-    def next(self, loaded: list[str], now: float, worker: int = 0) -> Pick | None:
+    def next(self, loaded: list[str], now: float, worker: int = 0,
+             switch_s: dict[str, float] | None = None) -> Pick | None:
         heads = [q[0] for q in self.queues.values() if q]
         if not heads:
             return None

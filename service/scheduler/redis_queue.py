@@ -181,7 +181,12 @@ class RedisFront:
     async def _queued(self, r, expert: Expert) -> int:
         """Jobs queued in the cluster; ExpertUnavailable (503) when live workers are registered and none
         of them can host ``expert`` (with no live worker at all, the job waits for one)."""
-        total, live, fit = await r.eval(ADMIT, 0, base_of(self.prefix), expert.memory_mb or "", self.keys["jobs"])
+        total, live, kinded, fit = await r.eval(ADMIT, 0, base_of(self.prefix), expert.memory_mb or "",
+                                                self.keys["jobs"], expert.backend)
+        if live and not kinded:
+            raise ExpertUnavailable(f"expert {expert.name!r} is a {expert.backend} expert and none of the {live} live "
+                                    f"workers runs {expert.backend} experts: start `conclave worker --kind "
+                                    f"{expert.backend}`", expert=expert.name)
         if live and not fit:
             raise ExpertUnavailable(f"expert {expert.name!r} needs {expert.memory_mb} MB and none of the {live} live "
                                     "workers can host it (CONCLAVE_WORKER_MEMORY_MB): start a worker with room for "

@@ -1,6 +1,6 @@
 """A worker process serving the Redis Streams queue (see ``redis_queue``).
 
-    python -m service.scheduler.redis_worker [--name NAME] [--kind llamacpp] [--reclaim-ms 5000]
+    python -m service.scheduler.redis_worker [--name NAME] [--kind llamacpp|vllm|fake] [--reclaim-ms 5000]
 
 Settings come from the environment like the gateway's (CONCLAVE_REDIS_URL is required,
 CONCLAVE_REDIS_PREFIX, CONCLAVE_SCHED_MAX_BATCH, CONCLAVE_SCHED_MAX_WAIT, CONCLAVE_MAX_LOADED_MODELS,
@@ -78,7 +78,7 @@ class RedisWorkerLoop:
 
     def _step(self) -> None:
         self._fetch(block_ms=self._block_ms())
-        pick = self.policy.next(self.worker.loaded(), time.monotonic())
+        pick = self.policy.next(self.worker.loaded(), time.monotonic(), switch_s=self.worker.switch_costs())
         if pick is not None:
             try:
                 self._serve(pick)
@@ -216,7 +216,7 @@ def serve_worker(name: str, kind: str = "llamacpp", reclaim_ms: int = 5000) -> N
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--name", default=f"worker-{os.getpid()}")
-    ap.add_argument("--kind", default="llamacpp")
+    ap.add_argument("--kind", default="llamacpp", choices=["llamacpp", "vllm", "fake"])
     ap.add_argument("--reclaim-ms", type=int, default=5000)
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO)

@@ -20,10 +20,13 @@ def _llamacpp(settings: Settings, name: str = "llamacpp-0") -> Worker:
 
 
 def _vllm(settings: Settings, name: str = "vllm-0") -> Worker:
+    from .prefetch import host_free_mb
     from .vllm_worker import VllmWorker   # imports no vllm: that happens on the first load
 
-    return VllmWorker(settings.home, max_models=settings.max_loaded_models,
-                      memory_mb=settings.worker_memory_mb, name=name)
+    host = settings.vllm_host_memory_mb      # None: half of the memory available at start
+    return VllmWorker(settings.home, max_models=settings.max_loaded_models, memory_mb=settings.worker_memory_mb,
+                      name=name, host_memory_mb=host if host is not None else 0.5 * (host_free_mb() or 0.0),
+                      max_sleeping=settings.vllm_max_sleeping)
 
 
 WORKERS: dict[str, Callable[..., Worker]] = {"llamacpp": _llamacpp, "vllm": _vllm}

@@ -10,6 +10,11 @@ block; the scheduler calls them from its own threads, never from the event loop.
     unload(name) -> seconds   unload it and return its memory
     generate(expert, batch)   run every Job of the batch on the loaded expert
 
+Optional, for workers with tiers of readiness (vLLM sleep mode): ``tiers()`` (expert -> tier and
+costs, reported in the heartbeat), ``switch_costs()`` (expert -> seconds to serve it from where it
+is; the scheduler's switch cost) and ``prefetch(expert)`` (start moving it up one tier while a
+batch runs).  The defaults report nothing and prefetch nothing.
+
 ``generate`` streams each job's tokens through ``job.emit``, reports a job's own
 failure through ``job.fail`` and goes on with the next job; it skips jobs whose
 ``cancel`` flag is set.  The scheduler closes every job afterwards.
@@ -69,7 +74,13 @@ class Worker:
         self.name = name
         self.hosted: dict[str, Expert] = {}
 
+    serves: tuple[str, ...] | None = None   # the expert backends this worker runs (None: any; the scripted one)
+
     def can_host(self, expert: Expert) -> None:
+        if self.serves is not None and expert.backend not in self.serves:
+            raise ExpertUnavailable(f"expert {expert.name!r} is a {expert.backend} expert; worker {self.name!r} "
+                                    f"runs {', '.join(self.serves)}: start a `conclave worker --kind "
+                                    f"{expert.backend}`", expert=expert.name)
         if self.memory_mb is not None and (expert.memory_mb or 0) > self.memory_mb:
             raise ExpertUnavailable(
                 f"expert {expert.name!r} needs {expert.memory_mb} MB but worker {self.name!r} has a budget of "
@@ -107,6 +118,15 @@ class Worker:
 
     def generate(self, expert: Expert, batch: list[Job]) -> None:
         raise NotImplementedError(f"{type(self).__name__} does not implement generate")
+
+    def tiers(self) -> dict[str, dict]:
+        return {}
+
+    def switch_costs(self) -> dict[str, float]:
+        return {}
+
+    def prefetch(self, expert: Expert) -> str | None:
+        return None
 
     def close(self) -> None:
         for name in list(self.hosted):

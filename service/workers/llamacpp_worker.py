@@ -36,6 +36,8 @@ class Loaded:
 
 
 class LlamaCppWorker(Worker):
+    serves = ("llamacpp",)
+
     def __init__(self, home: Path, max_models: int = 1, memory_mb: int | None = None,
                  threads: int | None = None, name: str = "llamacpp-0"):
         super().__init__(max_models, memory_mb, name)

