@@ -31,6 +31,13 @@ def test_plain_completion_has_the_legacy_shape(client):
     assert r.headers["x-conclave-expert"] == "echo"
 
 
+def test_an_idempotency_key_is_refused_not_ignored(client):
+    r = client.post(PATH, json={"model": "echo", "prompt": "hi"}, headers={"Idempotency-Key": "k-1"})
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["param"] == "Idempotency-Key" and "without it" in err["message"]
+
+
 def test_default_max_tokens_is_openais_16(client, fake_gateway):
     r = client.post(PATH, json={"model": "echo", "prompt": " ".join(["w"] * 40)})
     assert r.json()["usage"]["completion_tokens"] == 16 and r.json()["choices"][0]["finish_reason"] == "length"

@@ -19,6 +19,7 @@ from experts_registry.errors import InvalidRequest, ValidationFailed
 
 from ..core.completions import CompletionRequest, choice, forbidden_fields, new_completion_id, text_completion_body
 from ..core.backend import usage_dict
+from ..core.idempotency import HEADER
 from ..pipeline import completions as pipeline
 from ..pipeline.gateway import Gateway
 from .auth import Principal
@@ -39,6 +40,9 @@ def completion_routes(gw: Gateway, limiter: RateLimiter) -> APIRouter:
 
     @router.post(PATH, openapi_extra={"requestBody": body})
     async def completions(request: Request) -> Response:
+        if HEADER in request.headers:   # never accepted and then ignored: a retry would run again
+            raise InvalidRequest(f"the {HEADER} header is not supported on {PATH} (a retried completion runs "
+                                 f"again): send the request without it", param=HEADER, code="unsupported_header")
         return await handler(parse(await request.body()), request.scope["conclave.principal"])
 
     return router
