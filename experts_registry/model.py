@@ -159,8 +159,8 @@ def _validate_capabilities(e: Expert) -> None:
     cannot = [c for c in e.capabilities if e.backend in LOCAL_BACKENDS and c in LOCAL_CANNOT]
     if cannot:
         raise ValidationFailed(f"a {e.backend} expert cannot serve {cannot[0]!r}: Conclave's local workers "
-                               "parse no tool calls and render text-only prompts; declare it on a remote "
-                               "(litellm) expert that serves the model", param="capabilities")
+                               "parse no tool calls, render text-only prompts and have no reasoning mode; "
+                               "declare it on a remote (litellm) expert that serves the model", param="capabilities")
 
 
 def _choice(attr: str, value: str, allowed: tuple[str, ...]) -> None:
@@ -168,9 +168,5 @@ def _choice(attr: str, value: str, allowed: tuple[str, ...]) -> None:
         raise ValidationFailed(f"{attr} must be one of {', '.join(allowed)} (got {value!r})", param=attr)
 
 
-def expert_field_names() -> list[str]:
-    return [f.name for f in fields(Expert)]
-
-
 __all__ = ["Expert", "BACKENDS", "CAPABILITIES", "DEFAULT_CAPABILITIES", "PROMPT_STYLES", "validate_name",
-           "expert_field_names", "DEFAULT_TEMPLATE"]
+           "DEFAULT_TEMPLATE"]
