@@ -83,8 +83,6 @@ def _oof_category_prior(x: np.ndarray, y: np.ndarray, right: np.ndarray) -> np.n
 
 def fit_correct(outcomes: Outcomes, encoder: str | None = None, label: str = "category",
                 budget: float = 3.0, c: float = 1.0, cost_weight: float = 0.0) -> CorrectnessRouter:
-    from sklearn.linear_model import LogisticRegression
-
     x = outcomes.require_embeddings("correct")
     correct = outcomes.correct
     glob = outcomes.accuracy()
@@ -92,9 +90,7 @@ def fit_correct(outcomes: Outcomes, encoder: str | None = None, label: str = "ca
     nb = neighbour_accuracy(sims, correct[idx], glob)
     names, cw, cb, cacc, cat = category_model(outcomes, x, label)
     feats = question_features(nb, cat, out_of_fold_expert_logits(x, correct))
-    ok = ~np.isnan(correct)
-    model = LogisticRegression(C=c, max_iter=5000).fit(feats[ok], correct[ok])
-    weights, bias = model.coef_[0].astype(np.float32), float(model.intercept_[0])
+    weights, bias = _logistic(feats, correct, c)
     ew, eb = expert_classifiers(x, correct)
     params_b = np.array([outcomes.active_params.get(e) or 0.0 for e in outcomes.experts], dtype=np.float32)
     arrays = {"experts": np.array(outcomes.experts), "embeddings": x.astype(np.float32),
@@ -104,6 +100,21 @@ def fit_correct(outcomes: Outcomes, encoder: str | None = None, label: str = "ca
     p = probabilities(feats, weights, bias)
     stopping = _stopping(outcomes, p, budget)
     return CorrectnessRouter(arrays, encoder, stopping, cost_weight=cost_weight)
+
+
+def _logistic(feats: np.ndarray, correct: np.ndarray, c: float) -> tuple[np.ndarray, float]:
+    """Weights and bias of P(right) over all recorded (question, expert) pairs.  Outcomes of one
+    kind only (a tiny live slice where every answer was wrong, say) leave nothing to separate: the
+    model is then the smoothed rate, the same for every expert, until more outcomes are recorded."""
+    from sklearn.linear_model import LogisticRegression
+
+    ok = ~np.isnan(correct)
+    y = correct[ok]
+    if len(set(y.tolist())) < 2:
+        rate = (y.sum() + 1.0) / (len(y) + 2.0)
+        return np.zeros(feats.shape[-1], dtype=np.float32), float(np.log(rate / (1 - rate)))
+    model = LogisticRegression(C=c, max_iter=5000).fit(feats[ok], y)
+    return model.coef_[0].astype(np.float32), float(model.intercept_[0])
 
 
 def _stopping(outcomes: Outcomes, p: np.ndarray, budget: float) -> Stopping:

@@ -303,3 +303,35 @@ def test_live_skill_profiles_route_real_requests(tmp_path):
     bad = subprocess.run([CONCLAVE, "serve", "--port", "1"], capture_output=True, text=True, timeout=60,
                          env={**env, "CONCLAVE_ROUTER": "coe"})
     assert bad.returncode == 1 and "conclave router train coe" in bad.stderr
+
+
+def test_live_correctness_router_is_the_default_and_k_auto_reports_calls(tmp_path):
+    """The routing acceptance path, live: `conclave profile build` (bundled experts, a small slice),
+    `conclave router train correct --live`, then `conclave-auto` routes with it unconfigured."""
+    import os
+
+    home = tmp_path / "h"
+    env = {**os.environ, "CONCLAVE_HOME": str(home)}
+    build = subprocess.run([CONCLAVE, "profile", "build", "--n", "4", "--max-tokens", "24"],
+                           capture_output=True, text=True, env=env, timeout=600)
+    assert build.returncode == 0, build.stderr
+    train = subprocess.run([CONCLAVE, "router", "train", "correct", "--live"],
+                           capture_output=True, text=True, env=env, timeout=600)
+    assert train.returncode == 0, train.stderr
+    assert "trained correct on 4 questions x 2 experts" in train.stdout and "calibration" in train.stdout
+    ask = [{"role": "user", "content": "What is the derivative of x^2?"}]
+    with running_gateway(home, tmp_path / "log") as base:
+        client = openai.OpenAI(base_url=base + "/v1", api_key="unused", max_retries=0, timeout=120)
+        raw = client.chat.completions.with_raw_response.create(model="conclave-auto", max_tokens=8,
+                                                               temperature=0, messages=ask)
+        assert raw.headers["x-conclave-router"] == "correct"
+        route = raw.parse().to_dict()["conclave"]["route"]
+        assert route["experts"][0] in ("smollm2", "gemma-3-270m") and "predicted correctness" in route["reason"]
+        assert {s["expert"] for s in route["scores"]} == {"smollm2", "gemma-3-270m"}
+        assert all(0 < s["p_correct"] < 1 for s in route["scores"])
+        raw = client.chat.completions.with_raw_response.create(model="conclave-auto", max_tokens=8, temperature=0,
+                                                               messages=ask, extra_body={"conclave": {"k": "auto"}})
+        body = raw.parse().to_dict()["conclave"]
+        assert raw.headers["x-conclave-aggregator"] == "weighted-vote"
+        assert body["aggregation"]["calls"] == int(raw.headers["x-conclave-calls"]) >= 1
+        assert body["aggregation"]["calls"] <= body["route"]["stopping"]["max_calls"]

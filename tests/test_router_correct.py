@@ -85,6 +85,19 @@ def test_correct_router_k3_weights_and_auto(fitted):
     assert auto.to_dict()["stopping"]["max_calls"] == router.stopping.max_calls
 
 
+def test_fit_on_outcomes_of_one_kind_gives_the_smoothed_rate():
+    """A tiny live slice where every answer was wrong: nothing to separate, no crash."""
+    from dataclasses import replace
+
+    enc = HashingEncoder(64)
+    wrong = two_topic_outcomes(3, encoder=enc)
+    wrong = replace(wrong, correct=np.zeros_like(wrong.correct), gold=np.full(len(wrong), 9, dtype=np.int16))
+    router = fit_correct(wrong, encoder=enc.name)
+    p, _ = router.probabilities(enc.encode(["solve x + 1 = 2"])[0])
+    assert np.allclose(p, 1 / (wrong.correct.size + 2))     # (0 + 1) / (n + 2) for every expert
+    assert route(router, enc, "solve x + 1 = 2").choices[0].expert in ("mathy", "lawyer", "middling")
+
+
 def test_correct_router_state_round_trip_and_encoder_mismatch(fitted, tmp_path):
     enc, router = fitted
     router.save(tmp_path / "correct", {"n_questions": 80})
