@@ -64,3 +64,14 @@ class Router(Protocol):
     needs_embedding: bool
 
     def route(self, request: RouteRequest, candidates: Sequence[Expert], k: int = 1) -> Decision: ...
+
+
+def route_many(router: Router, requests: Sequence[RouteRequest], candidates: Sequence[Expert],
+               k: int = 1) -> list[Decision]:
+    """Decisions for a batch of requests: the router's own ``route_many`` where it has one (the
+    neighbour routers find every request's neighbours in one product), else one ``route`` each.
+    Either way the decisions are those ``route`` gives one at a time."""
+    many = getattr(router, "route_many", None)
+    if many is not None:
+        return many(requests, candidates, k)
+    return [router.route(r, candidates, k) for r in requests]

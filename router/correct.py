@@ -28,8 +28,8 @@ from experts_registry.model import Expert
 from .adaptive import Stopping, vote_weights
 from .base import Choice, Decision, RouteRequest
 from .checks import trained_candidates
-from .correct_features import KS, neighbour_accuracy, probabilities, question_features
-from .knn import nearest
+from .correct_features import KS, direct_probabilities, neighbour_accuracy
+from .knn import nearest_many
 from .state import load_state, save_state
 
 AUTO = 0          # k = AUTO asks for adaptive k
@@ -88,29 +88,45 @@ class CorrectnessRouter:
     # ---- prediction ----------------------------------------------------------
     def probabilities(self, embedding: np.ndarray) -> tuple[np.ndarray, dict]:
         """P(right) per trained expert, and the evidence behind it."""
+        p, evidence = self.probabilities_many(np.asarray(embedding, dtype=np.float32)[None])
+        return p[0], evidence[0]
+
+    def probabilities_many(self, embeddings: np.ndarray) -> tuple[np.ndarray, list[dict]]:
+        """P(right) (n, experts) for n embeddings at once (one product against the recorded
+        questions), and each row's evidence."""
         a = self.a
-        if embedding.shape[-1] != self.dim:
+        if embeddings.shape[-1] != self.dim:
             raise ConfigError(f"the correct router was trained on {self.dim}-d embeddings ({self.encoder}), "
-                              f"got {embedding.shape[-1]}-d: route with that encoder or retrain", param="router")
-        idx, sims = nearest(a["embeddings"], embedding, max(KS))
-        nb = neighbour_accuracy(sims[None], a["correct"][idx][None], a["global_accuracy"])
-        z = a["cat_weights"] @ embedding + a["cat_bias"]
-        pc = np.exp(z - z.max())
-        pc /= pc.sum()
-        cat = (pc @ a["cat_accuracy"])[None]
-        emb = (a["emb_weights"] @ embedding + a["emb_bias"])[None]
-        p = probabilities(question_features(nb, cat, emb)[0], a["weights"], float(a["bias"]))
-        top = int(np.argmax(pc))
-        evidence = {"nb": nb[0], "category": str(a["cat_names"][top]), "category_p": float(pc[top]),
-                    "difficulty": float(nb[0, 1].mean()), "cosine": (float(sims.min()), float(sims.max())),
-                    "neighbours": len(idx)}
+                              f"got {embeddings.shape[-1]}-d: route with that encoder or retrain", param="router")
+        idx, sims = nearest_many(a["embeddings"], embeddings, max(KS))
+        nb = neighbour_accuracy(sims, a["correct"][idx], a["global_accuracy"])
+        z = embeddings @ a["cat_weights"].T + a["cat_bias"]
+        pc = np.exp(z - z.max(axis=1, keepdims=True))
+        pc /= pc.sum(axis=1, keepdims=True)
+        emb = embeddings @ a["emb_weights"].T + a["emb_bias"]
+        p = direct_probabilities(nb, pc @ a["cat_accuracy"], emb, a["weights"], float(a["bias"]))
+        top = pc.argmax(axis=1)
+        evidence = [{"nb": nb[i], "category": str(a["cat_names"][top[i]]), "category_p": float(pc[i, top[i]]),
+                     "difficulty": float(nb[i, 1].mean()), "cosine": (float(sims[i].min()), float(sims[i].max())),
+                     "neighbours": idx.shape[1]} for i in range(len(p))]
         return p, evidence
 
     # ---- routing -------------------------------------------------------------
     def route(self, request: RouteRequest, candidates: Sequence[Expert], k: int = 1) -> Decision:
-        names = trained_candidates(self.name, request, candidates, self.experts)
+        return self.route_many([request], candidates, k)[0]
+
+    def route_many(self, requests: Sequence[RouteRequest], candidates: Sequence[Expert],
+                   k: int = 1) -> list[Decision]:
+        """One decision per request, the probabilities of all of them computed at once (batches)."""
+        checked = [trained_candidates(self.name, r, candidates, self.experts) for r in requests]
+        if not checked:
+            return []
+        p, evidence = self.probabilities_many(np.stack([np.asarray(r.embedding, dtype=np.float32)
+                                                         for r in requests]))
+        return [self._decide(names, candidates, k, p[i], evidence[i]) for i, names in enumerate(checked)]
+
+    def _decide(self, names: list[str], candidates: Sequence[Expert], k: int, p: np.ndarray, ev: dict) -> Decision:
         cols = [self.experts.index(n) for n in names]
-        p, ev = self.probabilities(np.asarray(request.embedding, dtype=np.float32))
         score = p[cols] - self.params["cost_weight"] * self.a["params_b"][cols] / max(self.a["params_b"].max(), 1e-9)
         order = [int(i) for i in np.argsort(-score, kind="stable")]
         auto = k == AUTO

@@ -55,6 +55,18 @@ def question_features(nb: np.ndarray, cat: np.ndarray, emb: np.ndarray) -> np.nd
     return np.concatenate(parts, axis=2).astype(np.float32)
 
 
+def direct_probabilities(nb: np.ndarray, cat: np.ndarray, emb: np.ndarray, weights: np.ndarray,
+                         bias: float) -> np.ndarray:
+    """``probabilities(question_features(nb, cat, emb), weights, bias)`` without building the
+    (n, m, F) features: the logistic model's terms added up directly (the serving path)."""
+    k = nb.shape[1]
+    w_nb, w_cat, w_emb, w_diff, w_expert = weights[:k], weights[k], weights[k + 1], weights[k + 2], weights[k + 3:]
+    diff = nb[:, 1, :].mean(axis=1)
+    z = (np.einsum("nkm,k->nm", logit(nb), w_nb) + w_cat * logit(cat) + w_emb * np.asarray(emb)
+         + (w_diff * logit(diff))[:, None] + w_expert + bias)
+    return 1.0 / (1.0 + np.exp(-z))
+
+
 def probabilities(features: np.ndarray, weights: np.ndarray, bias: float) -> np.ndarray:
     """Logistic model: (..., F) -> P(right) (...)."""
     return 1.0 / (1.0 + np.exp(-(features @ weights + bias)))

@@ -14,8 +14,10 @@ import numpy as np
 from experts_registry.model import Expert
 
 from .adaptive import Stopping, cascade, weighted_vote
-from .base import Decision, Router, RouteRequest
+from .base import Decision, Router, RouteRequest, route_many
 from .vote import vote, vote_correct
+
+BATCH = 256          # requests routed together (routers with route_many find their neighbours at once)
 
 
 def replay_experts(names: Sequence[str], active_params: Mapping[str, float | None] | None = None) -> list[Expert]:
@@ -27,11 +29,11 @@ def replay_experts(names: Sequence[str], active_params: Mapping[str, float | Non
 
 def route_all(router: Router, texts: Sequence[str], embeddings: np.ndarray | None,
               metadata: Sequence[Mapping] | None, candidates: Sequence[Expert], k: int) -> list[Decision]:
+    requests = [RouteRequest(text, None if embeddings is None else embeddings[i], {} if metadata is None else metadata[i])
+                for i, text in enumerate(texts)]
     out = []
-    for i, text in enumerate(texts):
-        emb = None if embeddings is None else embeddings[i]
-        meta = {} if metadata is None else metadata[i]
-        out.append(router.route(RouteRequest(text, emb, meta), candidates, k))
+    for start in range(0, len(requests), BATCH):
+        out += route_many(router, requests[start:start + BATCH], candidates, k)
     return out
 
 

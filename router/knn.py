@@ -63,15 +63,41 @@ def single_threaded_blas():
     return ctl.limit(limits=1, user_api="blas") if ctl is not None else contextlib.nullcontext()
 
 
+def top_n(sims: np.ndarray, n: int) -> np.ndarray:
+    """Indices of the n largest of ``sims``, largest first, ties to the lower index.  Ranked on
+    similarities rounded to 1e-5, so that one request and a batch (whose BLAS products differ in
+    the last bits) find the same neighbours."""
+    n = min(n, len(sims))
+    if n <= 0:
+        return np.zeros(0, dtype=np.int64)
+    neg = -np.round(sims, 5)
+    cut = np.partition(neg, n - 1)[n - 1]
+    above = np.flatnonzero(neg < cut)
+    picked = np.concatenate([above, np.flatnonzero(neg == cut)[: n - len(above)]])
+    return picked[np.lexsort((picked, neg[picked]))]
+
+
 def nearest(embeddings: np.ndarray, query: np.ndarray, n: int, exclude: int | None = None):
     with single_threaded_blas():
         sims = embeddings @ query
     if exclude is not None:
         sims[exclude] = -np.inf
-    n = min(n, len(sims) - (exclude is not None))
-    idx = np.argpartition(-sims, n - 1)[:n]
-    idx = idx[np.argsort(-sims[idx], kind="stable")]
+    idx = top_n(sims, min(n, len(sims) - (exclude is not None)))
     return idx, sims[idx]
+
+
+def nearest_many(embeddings: np.ndarray, queries: np.ndarray, n: int, chunk: int = 256):
+    """:func:`nearest` for every row of ``queries`` (q, d) at once: (idx (q, n), sims (q, n))."""
+    n = min(n, len(embeddings))
+    idx = np.zeros((len(queries), n), dtype=np.int64)
+    sims = np.zeros((len(queries), n), dtype=np.float32)
+    for start in range(0, len(queries), chunk):
+        with single_threaded_blas():
+            s = np.asarray(queries[start:start + chunk], dtype=np.float32) @ embeddings.T
+        for i, row in enumerate(s, start):
+            idx[i] = top_n(row, n)
+            sims[i] = row[idx[i]]
+    return idx, sims
 
 
 class KnnRouter:
@@ -127,10 +153,11 @@ class KnnRouter:
         top = int(np.argmax(p))
         return p @ c["cat_accuracy"], str(c["cat_names"][top]), float(p[top])
 
-    def scores(self, embedding: np.ndarray, cols: Sequence[int]):
+    def scores(self, embedding: np.ndarray, cols: Sequence[int], neighbours=None, prior=None):
         p = self.params
-        idx, sims = nearest(self.embeddings, embedding, int(p["n_neighbors"]))
-        prior = self.category_prior(embedding)[0] if p["prior"] == "category" else self.prior
+        idx, sims = neighbours or nearest(self.embeddings, embedding, int(p["n_neighbors"]))
+        if prior is None:
+            prior = self.category_prior(embedding)[0] if p["prior"] == "category" else self.prior
         score, w = neighbour_scores(sims, self.correct[idx][:, cols], prior[cols],
                                     float(p["tau"]), float(p["alpha"]))
         return score, idx, sims, w, prior
@@ -152,33 +179,46 @@ class KnnRouter:
         return list(teams[int(np.argmax(value))])
 
     # ---- routing -------------------------------------------------------------
-    def route(self, request: RouteRequest, candidates: Sequence[Expert], k: int = 1) -> Decision:
+    def route(self, request: RouteRequest, candidates: Sequence[Expert], k: int = 1, neighbours=None) -> Decision:
         names = trained_candidates("knn", request, candidates, self.experts)
         cols = [self.experts.index(n) for n in names]
         emb = np.asarray(request.embedding, dtype=np.float32)
-        score, idx, sims, w, prior = self.scores(emb, cols)
+        prior, topic = self.prior, ""
+        if self.params["prior"] == "category":
+            prior, cat, conf = self.category_prior(emb)
+            topic = f"; prior: accuracy on the likely category {cat} (p={conf:.2f})"
+        score, idx, sims, w, prior = self.scores(emb, cols, neighbours, prior)
         k = max(1, min(k, len(names)))
         order = [int(i) for i in np.argsort(-score, kind="stable")]
         if k > 1:
             team = self.best_team(score, cols, idx, w, k)
             order = team + [i for i in order if i not in team]
-        shown = max(k, 5)                      # Decision.to_dict shows this many
-        choices = [Choice(names[i], float(score[i]), self._why(cols[i], idx, w, prior) if r < shown else {})
-                   for r, i in enumerate(order)]
+        shown = order[:max(k, 5)]              # Decision.to_dict shows this many
+        why = self._why([cols[i] for i in shown], idx, w, prior)
+        choices = [Choice(names[i], float(score[i]), why[r] if r < len(shown) else {}) for r, i in enumerate(order)]
         choices += [Choice(c.name, 0.0, {"trained": False}) for c in candidates if c.name not in self.experts]
-        topic = ""
-        if self.params["prior"] == "category":
-            _, cat, conf = self.category_prior(emb)
-            topic = f"; prior: accuracy on the likely category {cat} (p={conf:.2f})"
         return Decision(tuple(choices), k, self.name, self._reason(choices[:k], sims, k) + topic)
 
-    def _why(self, col: int, idx, w, prior) -> dict:
-        c = self.correct[idx, col]
+    def route_many(self, requests: Sequence[RouteRequest], candidates: Sequence[Expert],
+                   k: int = 1) -> list[Decision]:
+        """One decision per request, the neighbours of all of them found at once (batches)."""
+        for r in requests:
+            trained_candidates("knn", r, candidates, self.experts)
+        if not requests:
+            return []
+        idx, sims = nearest_many(self.embeddings, np.stack([np.asarray(r.embedding, dtype=np.float32)
+                                                            for r in requests]), int(self.params["n_neighbors"]))
+        return [self.route(r, candidates, k, (idx[i], sims[i])) for i, r in enumerate(requests)]
+
+    def _why(self, cols: list[int], idx, w, prior) -> list[dict]:
+        """The evidence for each of ``cols``: its record on the neighbours, its global accuracy."""
+        c = self.correct[idx][:, cols]                         # (neighbours, len(cols))
         ok = ~np.isnan(c)
-        return {"neighbour_accuracy": round(float((w[ok] * c[ok]).sum() / max(w[ok].sum(), 1e-9)), 3),
-                "neighbours_right": int(np.nansum(c)), "neighbours": int(ok.sum()),
-                "global_accuracy": round(float(self.prior[col]), 3),
-                "prior": round(float(prior[col]), 3)}
+        right = np.where(ok, c, 0.0)
+        acc = (w[:, None] * right).sum(axis=0) / np.maximum((w[:, None] * ok).sum(axis=0), 1e-9)
+        return [{"neighbour_accuracy": round(float(acc[j]), 3), "neighbours_right": int(right[:, j].sum()),
+                 "neighbours": int(ok[:, j].sum()), "global_accuracy": round(float(self.prior[col]), 3),
+                 "prior": round(float(prior[col]), 3)} for j, col in enumerate(cols)]
 
     def _reason(self, chosen: list[Choice], sims, k: int) -> str:
         picks = ", ".join(f"{c.expert} ({c.why['neighbours_right']}/{c.why['neighbours']} neighbours "

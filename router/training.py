@@ -67,7 +67,7 @@ def validate(router, outcomes: Outcomes, ks: Sequence[int] = (1, 3)) -> dict:
 
         decisions = route_all(router, outcomes.texts, outcomes.embeddings, metadata, candidates, AUTO)
         out["kauto"] = score_decisions(decisions, outcomes.experts, answers, gold, AUTO, outcomes.active_params)
-        p = np.stack([router.probabilities(e)[0] for e in outcomes.embeddings])
+        p = router.probabilities_many(np.asarray(outcomes.embeddings, dtype=np.float32))[0]
         out["calibration"] = calibration(p, outcomes.restrict(list(router.experts)).correct)
     return out
 

@@ -253,3 +253,27 @@ def test_training_reports_adaptive_k_and_calibration(tmp_path):
     assert 1 <= v["kauto"]["calls_per_question"] <= 3
     cal = v["calibration"]
     assert 0 < cal["log_loss"] < 0.69 and cal["reliability"] and sum(b["n"] for b in cal["reliability"]) == 3 * v["n"]
+
+
+def test_route_many_gives_the_decisions_route_gives_one_at_a_time(fitted):
+    """Batches (bench, replay) go through route_many; each decision is the single-request one."""
+    from router.base import route_many
+    from router.fit import fit_knn
+    from router.tags import TagsRouter
+
+    enc, router = fitted
+    texts = ["solve the integral of x", "the court ruled on the contract", "hello there", "factor the polynomial"]
+    requests = [RouteRequest(t, e) for t, e in zip(texts, enc.encode(texts))]
+    knn = fit_knn(two_topic_outcomes(40, encoder=enc), tune=False, n_neighbors=10)
+    for r, k in ((router, 1), (router, 3), (router, AUTO), (knn, 1), (knn, 3)):
+        many = route_many(r, requests, candidates(), k)
+        one = [r.route(q, candidates(), k) for q in requests]
+        assert [d.to_dict() for d in many] == [d.to_dict() for d in one]
+        assert route_many(r, [], candidates(), k) == []
+    p_many, _ = router.probabilities_many(enc.encode(texts))
+    assert np.allclose(p_many, np.stack([router.probabilities(e)[0] for e in enc.encode(texts)]), atol=1e-6)
+    tags = TagsRouter()                       # no route_many: routed one at a time
+    assert [d.experts for d in route_many(tags, requests, candidates(), 1)] == \
+        [tags.route(q, candidates(), 1).experts for q in requests]
+    with pytest.raises(InvalidRequest, match="empty prompt"):
+        route_many(router, [requests[0], RouteRequest(" ", requests[0].embedding)], candidates(), 1)

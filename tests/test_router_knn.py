@@ -87,3 +87,22 @@ def test_errors_and_state_round_trip(tmp_path):
     for k in (1, 2):
         assert loaded.route(RouteRequest("court", emb), candidates(), k).to_dict() == \
             router.route(RouteRequest("court", emb), candidates(), k).to_dict()
+
+
+def test_top_n_breaks_ties_by_index_and_batches_find_the_same_neighbours():
+    from router.knn import nearest_many, top_n
+
+    sims = np.array([0.5, 0.9, 0.5, 0.9, 0.1, 0.5], dtype=np.float32)
+    assert top_n(sims, 3).tolist() == [1, 3, 0]          # 0.9, 0.9, then the first 0.5
+    assert top_n(sims, 10).tolist() == [1, 3, 0, 2, 5, 4]
+    assert top_n(sims + np.float32(1e-7) * np.arange(6), 3).tolist() == [1, 3, 0]   # below the rounding
+    rng = np.random.default_rng(0)
+    table = rng.standard_normal((300, 16)).astype(np.float32)
+    table[10] = table[20] = table[30]                    # exact ties
+    queries = rng.standard_normal((40, 16)).astype(np.float32)
+    queries[0] = table[10]
+    idx, sims = nearest_many(table, queries, 25)
+    for i, q in enumerate(queries):
+        one_idx, one_sims = nearest(table, q, 25)
+        assert one_idx.tolist() == idx[i].tolist() and np.allclose(one_sims, sims[i])
+    assert idx[0, :3].tolist() == [10, 20, 30]
