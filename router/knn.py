@@ -77,6 +77,14 @@ def top_n(sims: np.ndarray, n: int) -> np.ndarray:
     return picked[np.lexsort((picked, neg[picked]))]
 
 
+def limit_blas_threads(threads: int = 1) -> None:
+    """Process-wide BLAS threads (a serving gateway, the routing benchmark): the products a request
+    needs are small, and idle BLAS threads spinning on 2 cores slow every request down."""
+    ctl = _blas_controller()
+    if ctl is not None:
+        ctl.limit(limits=threads, user_api="blas")
+
+
 def nearest(embeddings: np.ndarray, query: np.ndarray, n: int, exclude: int | None = None):
     with single_threaded_blas():
         sims = embeddings @ query

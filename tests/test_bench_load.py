@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -33,3 +34,18 @@ def test_hotpath_benchmark_compares_the_fast_path_with_the_fastapi_route():
     assert set(rows) == {"asgi-floor", "fast-path", "fastapi-route", "pipeline"}
     assert all(v > 0 for v in rows.values())
     assert "fastapi-route / fast-path" in run.stdout
+
+
+def test_routing_benchmark_writes_its_figures(tmp_path):
+    """bench_routing end to end on two cheap routers: the JSON keys the routing issue asks for."""
+    out = tmp_path / "routing.json"
+    run = subprocess.run([sys.executable, "-m", "benchmarks.perf.bench_routing", "--n", "20", "--router", "coe",
+                          "--router", "correct", "--json", str(out)], capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "CONCLAVE_CACHE_DIR": str(tmp_path / "cache")})
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "warmed on the 6679 training questions" in run.stdout
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["router"] for r in rows] == ["coe", "correct"]
+    for r in rows:
+        assert r["encoder"] == "static-minilm-256" and r["batch_qps"] > 0
+        assert 0 < r["route_p50_ms"] <= r["single_p50_ms"] <= r["single_p99_ms"]

@@ -80,3 +80,28 @@ def test_truncated_minilm_is_a_different_encoder_name():
     enc = get_encoder("all-minilm-l6-v2@128")
     assert enc.name == "all-minilm-l6-v2@128" and enc.max_seq_length == 128
     assert get_encoder("all-minilm-l6-v2").name == "all-minilm-l6-v2"
+
+
+def test_static_encoder_chunk_cache_gives_the_tokenizers_own_pieces():
+    """The cache of space-separated chunks is exact: the same ids as tokenizing whole texts, for
+    odd whitespace, accents, CJK, control characters, over-long words and truncation; warm or not."""
+    from tokenizers import Tokenizer
+
+    from router.replay_data import DEFAULTS, load_questions, prompt_text
+    from router.static_encoder import StaticEncoder
+
+    enc = StaticEncoder()
+    texts = [prompt_text(q) for q in list(load_questions(DEFAULTS["questions"]).values())[:300]]
+    texts += ["a\x0bb c\u3000d\u2028e\u00a0f", "Café NAÏVE résumé", "中文字符 mixed中文", "x" * 3000,
+              "[UNK] \x00\x01 ok", "e=mc^2; f(x)=x²", "emoji 🙂🙂 end", " ".join(["word"] * 700), "tab\tnew\nline\r"]
+    tok = Tokenizer.from_file(str(enc.folder / "tokenizer.json"))
+    tok.no_padding()
+    tok.enable_truncation(512)
+    unk = tok.token_to_id("[UNK]")
+    want = [[i for i in e.ids if i != unk] for e in tok.encode_batch(texts, add_special_tokens=False)]
+    assert enc.token_ids(texts) == want                    # cold
+    assert enc.token_ids(texts) == want                    # every chunk cached
+    assert len(want[-2]) == 512 and enc._chunks
+    first = enc.encode(texts[:5])
+    enc.clear_cache()
+    assert not enc._chunks and np.array_equal(enc.encode(texts[:5]), first)

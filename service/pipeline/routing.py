@@ -108,6 +108,10 @@ class RouterHost:
         return (name or self.default_name()) in self._routers
 
     def warm(self) -> None:
-        """Load the configured router and its encoder now (at start), so a bad config fails fast."""
+        """Load the configured router and its encoder now (at start), so a bad config fails fast;
+        BLAS keeps to one thread in this process (routing's products are small)."""
+        from router.knn import limit_blas_threads
+
+        limit_blas_threads(1)
         router = self.get()
         self.embed(router, "warm-up")
