@@ -77,12 +77,13 @@ def top_n(sims: np.ndarray, n: int) -> np.ndarray:
     return picked[np.lexsort((picked, neg[picked]))]
 
 
-def limit_blas_threads(threads: int = 1) -> None:
+def limit_blas_threads(threads: int = 1, user_api: str | None = "blas") -> None:
     """Process-wide BLAS threads (a serving gateway, the routing benchmark): the products a request
-    needs are small, and idle BLAS threads spinning on 2 cores slow every request down."""
+    needs are small, and idle BLAS threads spinning on 2 cores slow every request down.
+    ``user_api=None`` limits OpenMP pools too (not in a gateway: llama.cpp may run on OpenMP)."""
     ctl = _blas_controller()
     if ctl is not None:
-        ctl.limit(limits=threads, user_api="blas")
+        ctl.limit(limits=threads, user_api=user_api)
 
 
 def nearest(embeddings: np.ndarray, query: np.ndarray, n: int, exclude: int | None = None):
