@@ -32,14 +32,22 @@ class Store(Protocol):
 
 
 class CachedStore:
-    """A store whose lookups of one expert by name are reused for ``ttl`` seconds (a request for an
-    expert reads its record every time otherwise). Writes made through this object take effect at
-    once; writes made elsewhere (the CLI, another replica) within ``ttl``. The rest passes through."""
+    """A store whose lookups of one expert by name, and the list of all experts (every routed
+    request reads it), are reused for ``ttl`` seconds (each would read the store every time
+    otherwise). Writes made through this object take effect at once; writes made elsewhere (the
+    CLI, another replica) within ``ttl``. The rest passes through."""
 
     def __init__(self, inner: Store, ttl: float):
         self.inner = inner
         self.ttl = ttl
         self._hits: dict[str, tuple[float, Expert]] = {}
+        self._all: tuple[float, list[Expert]] | None = None
+
+    def list(self) -> list[Expert]:
+        now = time.monotonic()
+        if self._all is None or self._all[0] <= now:
+            self._all = (now + self.ttl, self.inner.list())
+        return list(self._all[1])
 
     def get(self, name: str) -> Expert:
         now = time.monotonic()
@@ -54,10 +62,12 @@ class CachedStore:
 
     def add(self, expert: Expert, *, replace: bool = False) -> None:
         self._hits.pop(expert.name, None)
+        self._all = None
         self.inner.add(expert, replace=replace)
 
     def remove(self, name: str) -> None:
         self._hits.pop(name, None)
+        self._all = None
         self.inner.remove(name)
 
     def __getattr__(self, attr: str):

@@ -32,14 +32,10 @@ def neighbour_accuracy(sims: np.ndarray, outcomes: np.ndarray, prior: np.ndarray
     """sims (..., K), outcomes (..., K, m) with NaN = no record, prior (m,) -> (..., len(ks), m)."""
     w = np.exp((sims - sims[..., :1]) / tau)
     valid = ~np.isnan(outcomes)
-    wc = w[..., None] * np.where(valid, outcomes, 0.0)
-    wv = w[..., None] * valid
-    out = []
-    for k in ks:
-        num = wc[..., :k, :].sum(axis=-2) + alpha * prior
-        den = wv[..., :k, :].sum(axis=-2) + alpha
-        out.append(num / den)
-    return np.stack(out, axis=-2)
+    wc = np.cumsum(w[..., None] * np.where(valid, outcomes, 0.0), axis=-2)    # running sums over neighbours
+    wv = np.cumsum(w[..., None] * valid, axis=-2)
+    last = [min(k, sims.shape[-1]) - 1 for k in ks]
+    return (wc[..., last, :] + alpha * prior) / (wv[..., last, :] + alpha)
 
 
 def question_features(nb: np.ndarray, cat: np.ndarray, emb: np.ndarray) -> np.ndarray:
@@ -60,10 +56,12 @@ def direct_probabilities(nb: np.ndarray, cat: np.ndarray, emb: np.ndarray, weigh
     """``probabilities(question_features(nb, cat, emb), weights, bias)`` without building the
     (n, m, F) features: the logistic model's terms added up directly (the serving path)."""
     k = nb.shape[1]
-    w_nb, w_cat, w_emb, w_diff, w_expert = weights[:k], weights[k], weights[k + 1], weights[k + 2], weights[k + 3:]
+    w_cat, w_emb, w_diff, w_expert = weights[k], weights[k + 1], weights[k + 2], weights[k + 3:]
     diff = nb[:, 1, :].mean(axis=1)
-    z = (np.einsum("nkm,k->nm", logit(nb), w_nb) + w_cat * logit(cat) + w_emb * np.asarray(emb)
-         + (w_diff * logit(diff))[:, None] + w_expert + bias)
+    lnb = logit(nb)
+    z = w_cat * logit(cat) + w_emb * np.asarray(emb) + (w_diff * logit(diff))[:, None] + w_expert + bias
+    for j in range(k):
+        z += weights[j] * lnb[:, j, :]
     return 1.0 / (1.0 + np.exp(-z))
 
 

@@ -40,6 +40,8 @@ class Encoder(Protocol):
 class HashingEncoder:
     """Deterministic bag-of-words hashing encoder (tests, no model needed)."""
 
+    inline = True          # cheap enough to run on the event loop (no thread hop)
+
     def __init__(self, dim: int = 64):
         self.dim = dim
         self.name = f"hashing-{dim}"
@@ -122,6 +124,7 @@ class CachedEncoder:
         self.encoder = encoder
         self.name = encoder.name
         self.dim = encoder.dim
+        self.inline = bool(getattr(encoder, "inline", False))
         self.size = size
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self.hits = self.misses = 0

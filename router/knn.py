@@ -56,10 +56,14 @@ def _blas_controller():
     return ThreadpoolController()
 
 
+_ONE_THREAD = {"process": False}    # set once the whole process keeps BLAS to one thread
+
+
 def single_threaded_blas():
     """One BLAS thread for a small product: multi-threaded OpenBLAS on a busy 2-core
-    machine makes a 6k x 384 mat-vec 10-40x slower than one thread."""
-    ctl = _blas_controller()
+    machine makes a 6k x 384 mat-vec 10-40x slower than one thread.  Nothing to do (and no
+    cost) once :func:`limit_blas_threads` has limited the whole process."""
+    ctl = None if _ONE_THREAD["process"] else _blas_controller()
     return ctl.limit(limits=1, user_api="blas") if ctl is not None else contextlib.nullcontext()
 
 
@@ -84,6 +88,7 @@ def limit_blas_threads(threads: int = 1, user_api: str | None = "blas") -> None:
     ctl = _blas_controller()
     if ctl is not None:
         ctl.limit(limits=threads, user_api=user_api)
+        _ONE_THREAD["process"] = threads == 1
 
 
 def nearest(embeddings: np.ndarray, query: np.ndarray, n: int, exclude: int | None = None):

@@ -31,6 +31,8 @@ SEQUENTIAL = 64                           # fewer new chunks than this: tokenize
 class StaticEncoder:
     """Mean of distilled token vectors; deterministic, loaded on first use."""
 
+    inline = True          # a fraction of a millisecond: a thread hop would cost more than the work
+
     def __init__(self, folder: str | Path | None = None, max_length: int | None = None,
                  threads: int | None = None):
         """``threads`` is accepted like MiniLM's and unused: encoding is one numpy gather and mean."""

@@ -186,3 +186,26 @@ def test_expert_records_are_cached_and_writes_through_the_cache_apply_at_once(tm
     with pytest.raises(ExpertNotFound):
         store.get("a")
     assert store.describe().startswith("sqlite:")     # everything else passes through
+
+
+def test_the_expert_list_is_cached_too_and_writes_through_the_cache_apply_at_once(tmp_path):
+    """Every routed request reads the list of experts: from the cache within the TTL."""
+    import time as _time
+
+    inner = open_store(tmp_path / "s")
+    store = CachedStore(inner, ttl=60)
+    store.add(Expert(name="a", backend="litellm", model="openai/x"))
+    assert [e.name for e in store.list()] == ["a"]
+    inner.add(Expert(name="b", backend="litellm", model="openai/x"))
+    assert [e.name for e in store.list()] == ["a"]            # added elsewhere: seen after the TTL
+    store.list().clear()                                      # a caller's copy: the cache is untouched
+    assert [e.name for e in store.list()] == ["a"]
+    store.add(Expert(name="c", backend="litellm", model="openai/x"))
+    assert [e.name for e in store.list()] == ["a", "b", "c"]  # through the cache: at once
+    store.remove("a")
+    assert [e.name for e in store.list()] == ["b", "c"]
+    short = CachedStore(inner, ttl=0.05)
+    assert [e.name for e in short.list()] == ["b", "c"]
+    inner.remove("b")
+    _time.sleep(0.1)
+    assert [e.name for e in short.list()] == ["c"]            # the TTL passed

@@ -39,22 +39,25 @@ class DecisionLog:
         return view
 
     def record(self, decision: Decision, text: str, model: str, now: float) -> dict | None:
-        """Keep one decision (the oldest goes when the ring is full); None when the ring has size 0."""
+        """Keep one decision (the oldest goes when the ring is full); None when the ring has size 0.
+        Returns the entry's head (time, model, prompt, id): the decision itself is described when the
+        dashboard reads it, not on the request's path."""
         if self.size == 0:
             return None
-        entry = {"at": now, "model": model, "prompt": self.prompt_view(text), **describe(decision)}
+        head = {"at": now, "model": model, "prompt": self.prompt_view(text)}
         with self._lock:
             self._seq += 1
-            entry["id"] = self._seq
-            self._ring.append(entry)
-        return entry
+            head["id"] = self._seq
+            self._ring.append((head, decision))
+        return head
 
     def recent(self, limit: int | None = None) -> list[dict]:
         """The newest first, at most ``limit``."""
         with self._lock:
             items = list(self._ring)
         items.reverse()
-        return items[:limit] if limit is not None else items
+        items = items[:limit] if limit is not None else items
+        return [{**head, **describe(decision), "id": head["id"]} for head, decision in items]
 
     def __len__(self) -> int:
         return len(self._ring) if self.size else 0

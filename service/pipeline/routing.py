@@ -90,18 +90,26 @@ class RouterHost:
         keywords from the LLM extractor, if one ran; they are embedded for nearest-skill matching."""
         router = self.get(name)
         metadata = dict(metadata or {})
-        embedding = await asyncio.to_thread(self.embed, router, text) if router.needs_embedding else None
+        embedding = await self._off_loop(router, self.embed, router, text) if router.needs_embedding else None
         if getattr(router, "needs_expert_vectors", False):
-            metadata["expert_vectors"] = await asyncio.to_thread(self.expert_vectors, router, candidates)
+            metadata["expert_vectors"] = await self._off_loop(router, self.expert_vectors, router, candidates)
         if metadata.get("skills") and router.needs_embedding:
             enc = self.encoder(getattr(router, "encoder", None) or "all-minilm-l6-v2")
-            metadata["skill_embeddings"] = await asyncio.to_thread(enc.encode, list(metadata["skills"]))
+            metadata["skill_embeddings"] = await self._off_loop(router, enc.encode, list(metadata["skills"]))
         decision = router.route(RouteRequest(text=text, embedding=embedding, metadata=metadata), candidates, k=k)
         if k == AUTO and decision.stopping is None:
             raise InvalidRequest(f"k \"auto\" needs a router that predicts correctness: the {decision.router!r} "
                                  "router cannot; use \"router\": \"correct\" (train it with 'conclave router "
                                  "train correct') or a number", param="conclave.k")
         return decision
+
+    async def _off_loop(self, router, fn, *args):
+        """``fn(*args)`` in a thread when the router's encoder is slow (MiniLM: tens of ms); on the
+        event loop when it is not (the static encoder: a thread hop would cost more than the work)."""
+        name = getattr(router, "encoder", None) or "all-minilm-l6-v2"
+        if self.encoder(name).inline:
+            return fn(*args)
+        return await asyncio.to_thread(fn, *args)
 
     def loaded(self, name: str | None = None) -> bool:
         """Whether the router (default: the configured one) is loaded and ready to route."""
