@@ -28,7 +28,7 @@ from experts_registry.model import Expert
 from .adaptive import Stopping, vote_weights
 from .base import Choice, Decision, RouteRequest
 from .checks import trained_candidates
-from .correct_features import KS, direct_probabilities, neighbour_accuracy
+from .correct_features import KS, direct_probabilities, neighbour_accuracy, search_vectors
 from .knn import nearest_many
 from .state import load_state, save_state
 
@@ -64,7 +64,8 @@ class CorrectnessRouter:
         self.encoder = encoder
         self.stopping = stopping
         self.params = {**DEFAULTS, **params}
-        self.dim = int(self.a["embeddings"].shape[1])
+        self.dim = int(self.a["cat_weights"].shape[1])          # the encoder's dimension
+        self.search_dims = int(self.a["embeddings"].shape[1])  # neighbours: its first dimensions
 
     # ---- state -------------------------------------------------------------
     def save(self, folder, meta=None):
@@ -98,7 +99,7 @@ class CorrectnessRouter:
         if embeddings.shape[-1] != self.dim:
             raise ConfigError(f"the correct router was trained on {self.dim}-d embeddings ({self.encoder}), "
                               f"got {embeddings.shape[-1]}-d: route with that encoder or retrain", param="router")
-        idx, sims = nearest_many(a["embeddings"], embeddings, max(KS))
+        idx, sims = nearest_many(a["embeddings"], search_vectors(embeddings, self.search_dims), max(KS))
         nb = neighbour_accuracy(sims, a["correct"][idx], a["global_accuracy"])
         z = embeddings @ a["cat_weights"].T + a["cat_bias"]
         pc = np.exp(z - z.max(axis=1, keepdims=True))

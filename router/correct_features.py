@@ -22,6 +22,20 @@ ALPHA = 2.0
 EPS = 0.02
 
 
+SEARCH_DIMS = 64     # neighbours are found on the first 64 of the static encoder's 256 PCA dimensions
+
+
+def search_vectors(x: np.ndarray, dims: int | None) -> np.ndarray:
+    """The rows' first ``dims`` dimensions, L2-normalised: the space neighbours are found in.  On the
+    replay data (5 folds) 64 of 256 routed as well (k = 1 46.62% vs 46.68%, k = 3 50.05% vs 50.05%)
+    with a table a quarter the size, which stays in cache between requests under load."""
+    x = np.asarray(x, dtype=np.float32)
+    if dims is None or dims >= x.shape[-1]:
+        return x
+    y = x[..., :dims]
+    return (y / np.maximum(np.linalg.norm(y, axis=-1, keepdims=True), 1e-12)).astype(np.float32)
+
+
 def logit(p: np.ndarray) -> np.ndarray:
     p = np.clip(p, EPS, 1 - EPS)
     return np.log(p / (1 - p))

@@ -12,7 +12,7 @@ import numpy as np
 
 from .adaptive import Stopping, fit_stopping, vote_weights
 from .correct import CorrectnessRouter
-from .correct_features import KS, neighbour_accuracy, probabilities, question_features
+from .correct_features import KS, SEARCH_DIMS, neighbour_accuracy, probabilities, question_features, search_vectors
 from .fit import _neighbour_table, category_accuracy, linear_classifier
 from .outcomes import Outcomes
 
@@ -82,18 +82,24 @@ def _oof_category_prior(x: np.ndarray, y: np.ndarray, right: np.ndarray) -> np.n
 
 
 def fit_correct(outcomes: Outcomes, encoder: str | None = None, label: str = "category",
-                budget: float = 3.0, c: float = 1.0, cost_weight: float = 0.0) -> CorrectnessRouter:
+                budget: float = 3.0, c: float = 1.0, cost_weight: float = 0.0,
+                search_dims: int | None = None) -> CorrectnessRouter:
+    """``search_dims``: the dimensions neighbours are found on; default the first SEARCH_DIMS for
+    the static encoder (PCA dimensions, most variance first), all of them for any other encoder."""
     x = outcomes.require_embeddings("correct")
     correct = outcomes.correct
     glob = outcomes.accuracy()
-    idx, sims = _neighbour_table(x, max(KS))
+    if search_dims is None and str(encoder or "").startswith("static"):
+        search_dims = SEARCH_DIMS
+    search = search_vectors(x, search_dims)
+    idx, sims = _neighbour_table(search, max(KS))
     nb = neighbour_accuracy(sims, correct[idx], glob)
     names, cw, cb, cacc, cat = category_model(outcomes, x, label)
     feats = question_features(nb, cat, out_of_fold_expert_logits(x, correct))
     weights, bias = _logistic(feats, correct, c)
     ew, eb = expert_classifiers(x, correct)
     params_b = np.array([outcomes.active_params.get(e) or 0.0 for e in outcomes.experts], dtype=np.float32)
-    arrays = {"experts": np.array(outcomes.experts), "embeddings": x.astype(np.float32),
+    arrays = {"experts": np.array(outcomes.experts), "embeddings": search,
               "correct": correct, "global_accuracy": glob, "weights": weights, "bias": np.float32(bias),
               "cat_names": names, "cat_weights": cw, "cat_bias": cb, "cat_accuracy": cacc,
               "emb_weights": ew, "emb_bias": eb, "params_b": params_b}

@@ -277,3 +277,20 @@ def test_route_many_gives_the_decisions_route_gives_one_at_a_time(fitted):
         [tags.route(q, candidates(), 1).experts for q in requests]
     with pytest.raises(InvalidRequest, match="empty prompt"):
         route_many(router, [requests[0], RouteRequest(" ", requests[0].embedding)], candidates(), 1)
+
+
+def test_static_encoder_neighbours_are_found_on_its_first_64_dimensions(tmp_path):
+    """The search table keeps 64 of the static encoder's 256 PCA dimensions (a quarter of the
+    memory); requests still come as 256-d embeddings; other encoders keep every dimension."""
+    enc = get_encoder("static")
+    router = fit_correct(two_topic_outcomes(30, encoder=enc), encoder=enc.name)
+    assert router.a["embeddings"].shape[1] == 64 and router.dim == 256 and router.search_dims == 64
+    assert np.allclose(np.linalg.norm(router.a["embeddings"], axis=1), 1.0, atol=1e-5)
+    assert route(router, enc, "solve the equation for x").experts[0] == "mathy"
+    router.save(tmp_path / "c")
+    again = ROUTERS["correct"](state=str(tmp_path / "c"))
+    assert again.search_dims == 64 and route(again, enc, "the court and the contract").experts[0] == "lawyer"
+    with pytest.raises(ConfigError, match="256-d"):
+        again.probabilities(np.ones(64, dtype=np.float32))
+    hashed = fit_correct(two_topic_outcomes(30, encoder=HashingEncoder(64)), encoder="hashing-64", search_dims=None)
+    assert hashed.search_dims == hashed.dim == 64
