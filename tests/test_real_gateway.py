@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import threading
+import time
 
 import httpx
 import openai
@@ -241,6 +242,9 @@ def test_a_dead_expert_among_k_leaves_the_survivor_answering(client, gateway):
                          capture_output=True, text=True, env=_env(home), timeout=60)
     assert add.returncode == 0, add.stderr
     try:
+        deadline = time.monotonic() + 10    # the gateway sees a CLI change within CONCLAVE_EXPERT_CACHE_SECONDS (2)
+        while "dead-end" not in {m.id for m in client.models.list()} and time.monotonic() < deadline:
+            time.sleep(0.2)
         completion = client.chat.completions.create(
             model="conclave-auto", messages=QUESTION, max_tokens=16, temperature=0,
             extra_body={"conclave": {"k": 2, "aggregator": "vote"}})
