@@ -215,11 +215,13 @@ class KnnRouter:
 
     def route_many(self, requests: Sequence[RouteRequest], candidates: Sequence[Expert],
                    k: int = 1) -> list[Decision]:
-        """One decision per request, the neighbours of all of them found at once (batches)."""
-        for r in requests:
-            trained_candidates("knn", r, candidates, self.experts)
+        """One decision per request, the neighbours of all of them found at once (batches); each
+        request is checked by :meth:`route` (a missing embedding fails here, at the stack)."""
         if not requests:
             return []
+        for r in requests:
+            if r.embedding is None:
+                trained_candidates("knn", r, candidates, self.experts)     # raises the clear error
         idx, sims = nearest_many(self.embeddings, np.stack([np.asarray(r.embedding, dtype=np.float32)
                                                             for r in requests]), int(self.params["n_neighbors"]))
         return [self.route(r, candidates, k, (idx[i], sims[i])) for i, r in enumerate(requests)]

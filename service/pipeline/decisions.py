@@ -57,7 +57,7 @@ class DecisionLog:
             items = list(self._ring)
         items.reverse()
         items = items[:limit] if limit is not None else items
-        return [{**head, **describe(decision), "id": head["id"]} for head, decision in items]
+        return [{**head, **describe(decision)} for head, decision in items]
 
     def __len__(self) -> int:
         return len(self._ring) if self.size else 0
